@@ -1,0 +1,38 @@
+# ev2lite: `make` sets up and runs every notebook (quick profile); `make test` runs all tests.
+# Data: set EV2LITE_DATA to the folder holding cifar10.tar and imagenette.tar (default: data/).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+PROFILE ?= quick
+
+.PHONY: all setup main test unit nbval smoke lab clean
+all: main
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name ev2lite --display-name "Python (ev2lite)"
+	touch $@
+
+# The main job: every notebook, in order, through papermill; executed notebooks and figures
+# land in $(OUT)/$(PROFILE)/.
+main: setup
+	$(BIN)/python -m ev2lite.runbook --profile $(PROFILE) --out $(OUT)/$(PROFILE)
+
+# All tests: unit tests, the notebooks under nbval (smoke profile), the main job (smoke profile).
+test: unit nbval smoke
+unit: setup
+	$(BIN)/python -m pytest tests
+nbval: setup
+	EV2LITE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks
+smoke: setup
+	$(BIN)/python -m ev2lite.runbook --profile smoke --out $(OUT)/smoke
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(OUT) .pytest_cache

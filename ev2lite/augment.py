@@ -1,0 +1,52 @@
+"""Regularization by data augmentation at a given strength (thin wrappers on torchvision).
+
+Progressive learning (paper Section 4) changes these strengths between stages, so each
+function takes the strength and returns a callable, or ``None`` when the strength is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision.transforms import v2
+
+
+def rand_augment(magnitude: float, num_ops: int = 2) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """RandAugment (Cubuk et al. 2020) with ``num_ops`` operations per image, independently drawn.
+
+    Returns a callable mapping a uint8 batch ``[B, 3, H, W]`` to an augmented one of the same
+    shape, or ``None`` for ``magnitude == 0``. ``magnitude`` is on torchvision's 0-30 scale
+    (``num_magnitude_bins=31``); the official TF code uses 0-10 with the same maximum
+    distortions per operation, so TF magnitude ``m`` is about torchvision ``3 m`` (the paper's
+    5-15 would be 15-45, where torchvision's scale stops at 30). Raises ``ValueError`` outside
+    ``[0, 30]``. Per-image draws need a loop over the batch; at 32 px this costs far less than
+    a training step.
+    """
+    if not 0 <= magnitude <= 30:
+        raise ValueError(f"RandAugment magnitude must be in [0, 30] (torchvision scale), "
+                         f"got {magnitude}")
+    if magnitude == 0:
+        return None
+    op = v2.RandAugment(num_ops=num_ops, magnitude=round(magnitude))
+
+    def apply(images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([op(img) for img in images])
+
+    return apply
+
+
+def mixup_cutmix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """Mixup (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) on a float batch.
+
+    Returns a callable ``(x [B, C, H, W], y [B] int64) -> (x, y_soft [B, num_classes])`` or
+    ``None`` when both alphas are 0; with both on, each batch draws one of the two (torchvision's
+    recommended ``RandomChoice``). Raises ``ValueError`` for negative alphas.
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(f"mixup and cutmix alphas must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+    ops = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + \
+          ([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)

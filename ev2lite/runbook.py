@@ -1,0 +1,65 @@
+"""The main job: execute every notebook in ``notebooks/``, in order, through papermill.
+
+``python -m ev2lite.runbook --profile quick --out out/quick`` writes each executed notebook to
+``OUT/NN_name.ipynb`` and its figures to ``OUT/figures/``. A notebook reads its profile and output
+folder from the papermill parameters ``PROFILE`` and ``OUTPUT_DIR``. Stops at the first notebook
+that fails, naming it and the executed copy that holds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .profiles import PROFILE_NAMES
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_all(profile: str, out: Path, notebooks: list[Path] | None = None) -> list[Path]:
+    """Execute ``notebooks`` (default: all of ``notebooks/``, sorted) with ``profile``.
+
+    Returns the executed notebooks' paths. Raises ``ValueError`` for an unknown profile and
+    ``RuntimeError`` naming the first notebook that failed.
+    """
+    import papermill as pm
+
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {PROFILE_NAMES}")
+    out = Path(out).resolve()
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        target = out / nb.name
+        start = time.perf_counter()
+        print(f"[{profile}] {nb.name} ...", flush=True)
+        try:
+            pm.execute_notebook(nb, target, parameters={"PROFILE": profile, "OUTPUT_DIR": str(out)},
+                                cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+        except Exception as e:
+            raise RuntimeError(f"notebook {nb.name} failed ({type(e).__name__}); the executed copy "
+                               f"with the traceback is {target}") from e
+        print(f"[{profile}] {nb.name} done in {time.perf_counter() - start:.0f} s", flush=True)
+        done.append(target)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="quick", choices=PROFILE_NAMES,
+                        help="smoke (CI, < 1 min a notebook), quick (minutes), full (results/)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default out/PROFILE)")
+    parser.add_argument("notebooks", nargs="*", type=Path, help="only these notebooks")
+    args = parser.parse_args(argv)
+    try:
+        run_all(args.profile, args.out or Path("out") / args.profile, args.notebooks or None)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

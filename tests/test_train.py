@@ -1,0 +1,91 @@
+"""The training loop on real CIFAR-10: the loss falls, the schedule is right, resume is exact."""
+
+import pytest
+import torch
+
+import ev2lite
+from ev2lite.data import load_dataset
+from ev2lite.train import CheckpointError, Recipe, Stage, fit, lr_factor
+
+HISTORY_COLUMNS = ["epoch", "stage", "image_size", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    train = load_dataset("cifar10", "train", progress=False).subset(640, seed=0)
+    test = load_dataset("cifar10", "test", progress=False).subset(200, seed=0)
+    return train, test
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return ev2lite.create_model("efficientnetv2_cifar", num_classes=10)
+
+
+RECIPE = Recipe(batch_size=64, lr=0.05, warmup_epochs=0.5, seed=3)
+STAGES = [Stage(epochs=2, image_size=24), Stage(epochs=2, image_size=32, dropout=0.2)]
+
+
+def test_short_real_training_lowers_the_loss(cifar):
+    history = fit(small_model(), *cifar, STAGES, RECIPE, progress=False)
+    assert list(history.columns[:8]) == HISTORY_COLUMNS
+    assert history.image_size.tolist() == [24, 24, 32, 32]
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0] - 0.05
+    assert (history.images_per_s > 0).all() and history.train_time_s.is_monotonic_increasing
+
+
+def test_resume_after_interruption_matches_an_unbroken_run(cifar, tmp_path, monkeypatch):
+    unbroken_model = small_model()
+    unbroken = fit(unbroken_model, *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "a.pt")
+
+    import ev2lite.train as train_module
+    real_evaluate, calls = train_module.evaluate, []
+
+    def dying_evaluate(*args, **kwargs):  # killed during epoch 3, after the stage boundary
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_model(), *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "b.pt")
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 2
+
+    resumed_model = small_model(seed=1)  # different init: everything must come from the checkpoint
+    resumed = fit(resumed_model, *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "b.pt")
+    assert resumed[HISTORY_COLUMNS].equals(unbroken[HISTORY_COLUMNS])
+    for (name, a), b in zip(unbroken_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_another_run_or_corrupt_is_refused(cifar, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(small_model(), *cifar, STAGES[:1], RECIPE, progress=False, checkpoint=path)
+    with pytest.raises(CheckpointError, match="different run"):
+        fit(small_model(), *cifar, STAGES, RECIPE, progress=False, checkpoint=path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="unreadable or truncated"):
+        fit(small_model(), *cifar, STAGES[:1], RECIPE, progress=False, checkpoint=path)
+
+
+def test_lr_schedule_warmup_then_cosine_or_exponential():
+    cosine = Recipe(lr_schedule="cosine", warmup_epochs=1)
+    assert lr_factor(0, 10, 100, cosine) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, cosine) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, cosine) == pytest.approx(0.5)
+    exponential = Recipe(lr_schedule="exponential", warmup_epochs=0, lr_decay=0.97, lr_decay_epochs=2.4)
+    assert lr_factor(24, 10, 100, exponential) == pytest.approx(0.97)
+
+
+def test_paper_recipe_scales_lr_with_batch():
+    assert Recipe.paper(batch_size=4096).lr == pytest.approx(0.256)
+    assert Recipe.paper(batch_size=256).lr == pytest.approx(0.016)
+
+
+def test_impossible_stage_values_are_refused():
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        Stage(epochs=0, image_size=32)
+    with pytest.raises(ValueError, match="dropout"):
+        Stage(epochs=1, image_size=32, dropout=1.5)
