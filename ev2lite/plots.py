@@ -37,3 +37,26 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     return path
+
+
+def plot_schedule(stages, title: str = "") -> plt.Figure:
+    """Image size and every scheduled regularization against epoch (paper Figure 4).
+
+    ``stages`` is a list of :class:`ev2lite.train.Stage`; one panel per quantity, drawn as steps.
+    Regularizers left at ``None`` or 0 in every stage are omitted.
+    """
+    fields = ["image_size", "randaugment", "mixup_alpha", "cutmix_alpha", "dropout", "stochastic_depth"]
+    shown = [f for f in fields if any(getattr(s, f) for s in stages)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 2.8), squeeze=False)
+    edges = [0]
+    for s in stages:
+        edges.append(edges[-1] + s.epochs)
+    for ax, name in zip(axes[0], shown):
+        values = [getattr(s, name) or 0 for s in stages]
+        ax.stairs(values, edges, baseline=None, linewidth=2)
+        ax.set(xlabel="epoch", title=name.replace("_", " "))
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,35 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"train_subset": None, "test_subset": None, "epochs": 3, "batch_size": 128},
         "full": {"train_subset": None, "test_subset": None, "epochs": 15, "batch_size": 128},
     },
+    # 05_progressive_learning, Table 5: image size x RandAugment magnitude on Imagenette.
+    "progressive_learning": {
+        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
+                  "sizes": [64, 96], "magnitudes": [0, 9], "seeds": [0]},
+        "quick": {"train_subset": 2000, "test_subset": 1000, "epochs": 4, "batch_size": 64,
+                  "sizes": [64, 96, 128], "magnitudes": [0, 9, 18], "seeds": [0]},
+        "full": {"train_subset": None, "test_subset": None, "epochs": 5, "batch_size": 64,
+                 "sizes": [64, 96, 128], "magnitudes": [0, 9, 18], "seeds": [0, 1, 2]},
+    },
+    # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize, vanilla vs
+    # adaptive regularization, on Imagenette with the CPU preset (64 -> 128 px).
+    "adaptive_regularization": {
+        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 2, "num_stages": 2,
+                  "batch_size": 50, "seeds": [0]},
+        "quick": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "num_stages": 4,
+                  "batch_size": 64, "seeds": [0, 1]},
+        "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
+                 "batch_size": 64, "seeds": [0, 1, 2]},
+    },
+    # 07_progressive_other_networks, Table 12: a ResNet and an EfficientNet, fixed size vs
+    # progressive, accuracy and wall-clock training time.
+    "progressive_other_networks": {
+        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 2, "num_stages": 2,
+                  "batch_size": 50, "seeds": [0]},
+        "quick": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "num_stages": 4,
+                  "batch_size": 64, "seeds": [0]},
+        "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
+                 "batch_size": 64, "seeds": [0, 1]},
+    },
 }
 
 
