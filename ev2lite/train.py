@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from timm.optim import RMSpropTF
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .augment import mixup_cutmix, rand_augment
 from .data import ImageDataset, Loader
 
@@ -59,6 +61,11 @@ class Stage:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
+# Allowed values of Recipe's string fields (the command line offers the same).
+RECIPE_CHOICES = {"optimizer": ("sgd", "rmsprop"), "lr_schedule": ("cosine", "exponential"),
+                  "precision": ("fp32", "bf16")}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimization settings of a run (everything but the stages).
@@ -70,7 +77,8 @@ class Recipe:
     ``ema_decay``: keep an exponential moving average of the weights (``None`` = off) and report
     test accuracy of the average. ``eval_size``: test image size (default: the last stage's).
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast). ``seed`` fixes data order, augmentation
-    and dropout draws.
+    and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
+    ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``.
     """
 
     batch_size: int = 128
@@ -89,6 +97,12 @@ class Recipe:
     precision: str = "fp32"
     channels_last: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in RECIPE_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, name)!r}")
 
     @classmethod
     def paper(cls, batch_size: int = 4096, **changes) -> Recipe:
@@ -153,9 +167,10 @@ def _set_regularization(model: nn.Module, stage: Stage) -> None:
                          "stochastic_depth): leave Stage.dropout and stochastic_depth as None")
 
 
-def _fingerprint(model: nn.Module, stages: list[Stage], recipe: Recipe, n_train: int) -> str:
+def _fingerprint(model: nn.Module, stages: list[Stage], recipe: Recipe, n_train: int,
+                 world_size: int) -> str:
     params = sum(p.numel() for p in model.parameters())
-    return repr(([asdict(s) for s in stages], asdict(recipe), n_train, params))
+    return repr(([asdict(s) for s in stages], asdict(recipe), n_train, params, world_size))
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -173,7 +188,8 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
                               "start the run afresh") from e
     if state.get("fingerprint") != fingerprint:
         raise CheckpointError(f"checkpoint {path} belongs to a different run (other stages, "
-                              "recipe, data or model); delete it or choose another path")
+                              "recipe, data, model or number of processes); delete it or choose "
+                              "another path")
     return state
 
 
@@ -189,13 +205,22 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
     excluded). ``device`` defaults to CUDA when available. With ``checkpoint`` (a file path) the
     state is saved after every epoch and a later call with the same arguments resumes from it;
     a checkpoint of another run or a corrupt one raises :class:`CheckpointError`.
+
+    Under ``torchrun`` (a process group initialised, see :mod:`ev2lite.distributed`) each rank
+    trains on its shard of ``train_set`` (``recipe.batch_size`` images a step) through
+    ``DistributedDataParallel`` and evaluates the whole ``test_set``. The weights (BatchNorm
+    statistics averaged over the ranks after every epoch) and the history (train columns and
+    ``images_per_s`` over all ranks together) are identical on every rank; only rank 0 reads
+    and writes ``checkpoint`` and shows progress.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
+    rank, world_size = distributed.rank_and_world_size()
+    net = DistributedDataParallel(model) if world_size > 1 else model  # the train step's model
     num_classes = len(train_set.classes)
     train = Loader(train_set, recipe.batch_size, train=True, seed=recipe.seed,
-                   channels_last=recipe.channels_last)
+                   channels_last=recipe.channels_last, rank=rank, world_size=world_size)
     test = Loader(test_set, recipe.eval_batch_size, train=False,
                   image_size=recipe.eval_size or stages[-1].image_size,
                   channels_last=recipe.channels_last)
@@ -209,9 +234,12 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
 
     history, done, train_time = [], 0, 0.0
     checkpoint = Path(checkpoint) if checkpoint else None
-    fingerprint = _fingerprint(model, stages, recipe, len(train_set))
-    if checkpoint and checkpoint.exists():
+    fingerprint = _fingerprint(model, stages, recipe, len(train_set), world_size)
+    state = None
+    if checkpoint and checkpoint.exists() and rank == 0:
         state = load_checkpoint(checkpoint, fingerprint)
+    state = distributed.broadcast_object(state)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -220,7 +248,7 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
         history, done = state["history"], state["epoch"]
         train_time = history[-1]["train_time_s"] if history else 0.0
 
-    bar = tqdm(total=total_steps, initial=done * steps_per_epoch, disable=not progress,
+    bar = tqdm(total=total_steps, initial=done * steps_per_epoch, disable=not progress or rank > 0,
                unit="step", desc="fit")
     epoch = 0
     for stage_index, stage in enumerate(stages):
@@ -228,7 +256,8 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             epoch += 1
             if epoch <= done:
                 continue
-            torch.manual_seed(recipe.seed * 1_000_003 + epoch)  # dropout, mixup, RandAugment
+            # dropout, mixup, RandAugment: one stream per (seed, epoch, rank)
+            torch.manual_seed((recipe.seed * 1_000_003 + epoch) * world_size + rank)
             train.set_epoch(epoch)
             train.image_size = stage.image_size
             train.augment = rand_augment(stage.randaugment)
@@ -240,7 +269,7 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x, target = (x, y) if mix is None else mix(x, y)
                 with torch.autocast(device.type, torch.bfloat16, enabled=recipe.precision == "bf16"):
-                    logits = model(x)
+                    logits = net(x)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -254,6 +283,9 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                 seen += len(y)
                 bar.update()
             seconds = time.perf_counter() - start
+            loss_sum, correct, seen = distributed.all_reduce([loss_sum, correct, seen])
+            (seconds,) = distributed.all_reduce([seconds], "max")  # the slowest rank's
+            distributed.average_buffers(model, *([ema] if ema else []))  # BatchNorm statistics
             train_time += seconds
             test_loss, test_acc = evaluate(ema.module if ema else model, test, recipe.precision)
             history.append({
@@ -262,10 +294,18 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                 "train_acc": correct / seen, "test_loss": test_loss, "test_acc": test_acc,
                 "images_per_s": seen / seconds, "train_time_s": train_time})
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", test_acc=f"{test_acc:.3f}")
-            if checkpoint:
+            if checkpoint and rank == 0:
                 _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(),
                               "ema": ema.state_dict() if ema else None, "history": history,
                               "epoch": epoch, "fingerprint": fingerprint}, checkpoint)
     bar.close()
     return pd.DataFrame(history)
+
+
+if __name__ == "__main__":  # python -m ev2lite.train: the command line (ev2lite/cli.py)
+    import sys
+
+    from ev2lite.cli import main
+
+    sys.exit(main())
