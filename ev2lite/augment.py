@@ -36,17 +36,34 @@ def rand_augment(magnitude: float, num_ops: int = 2) -> Callable[[torch.Tensor],
     return apply
 
 
-def mixup_cutmix(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+def mixup_cutmix(mixup_alpha: float, cutmix_alpha: float, num_classes: int, mode: str = "choice"):
     """Mixup (Zhang et al. 2018) and/or CutMix (Yun et al. 2019) on a float batch.
 
     Returns a callable ``(x [B, C, H, W], y [B] int64) -> (x, y_soft [B, num_classes])`` or
-    ``None`` when both alphas are 0; with both on, each batch draws one of the two (torchvision's
-    recommended ``RandomChoice``). Raises ``ValueError`` for negative alphas.
+    ``None`` when both alphas are 0. With both on, ``mode="choice"`` draws one of the two per
+    batch (torchvision's recommended ``RandomChoice``) and ``mode="split"`` mixes the first half
+    of the batch with mixup and the second half with CutMix, as the released EfficientNetV2 code
+    does. Raises ``ValueError`` for negative alphas or an unknown mode.
     """
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"mixup and cutmix alphas must be >= 0, got {mixup_alpha}, {cutmix_alpha}")
+    if mode not in MIX_MODES:
+        raise ValueError(f"mix mode must be one of {MIX_MODES}, got {mode!r}")
     ops = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + \
           ([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
     if not ops:
         return None
-    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+    if len(ops) == 1:
+        return ops[0]
+    if mode == "choice":
+        return v2.RandomChoice(ops)
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = len(x) // 2
+        (xa, ya), (xb, yb) = ops[0](x[:half], y[:half]), ops[1](x[half:], y[half:])
+        return torch.cat([xa, xb]), torch.cat([ya, yb])
+
+    return split
+
+
+MIX_MODES = ("choice", "split")

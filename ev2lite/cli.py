@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from . import distributed
+from .augment import MIX_MODES
 from .data import DATASETS, CorruptDatasetError, DatasetNotFoundError, load_dataset
 from .models import create_model, get_config
 from .results import environment
@@ -63,6 +64,8 @@ HELP = {
         "dropout": "dropout rate before the classifier, 0-1 (default: the model's)",
         "stochastic_depth": "stochastic-depth drop probability of the last block, 0-1 "
                             "(default: the model's)",
+        "mix_mode": "with both mixup and CutMix on: choice (one per batch) or split (half a "
+                    "batch each, the released code)",
     },
     Recipe: {
         "batch_size": "training images per step and process (global batch: x processes)",
@@ -86,7 +89,7 @@ HELP = {
                 "and dropout",
     },
 }
-CHOICES = {**RECIPE_CHOICES, "dataset": tuple(DATASETS)}
+CHOICES = {**RECIPE_CHOICES, "dataset": tuple(DATASETS), "mix_mode": MIX_MODES}
 METAVARS = {"int": "N", "float": "X", "str": "NAME"}
 
 

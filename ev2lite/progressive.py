@@ -11,8 +11,9 @@ Two interpolations exist (REFERENCE.md section 3):
 * ``"paper"`` (Algorithm 1): ratio ``i / (M - 1)``, so the first stage uses exactly (S_0, phi_0)
   and the last (S_e, phi_e).
 * ``"official"`` (google/automl ``efficientnetv2/main.py``): ratio ``(i + 1) / M``, so the first
-  stage is already one step up (V2-S: 171, 214, 257, 300 px) and the dropout schedule is
-  computed but not applied (dropout stays at the model's value).
+  stage is already one step up (V2-S: 171, 214, 257, 300 px), the dropout schedule is
+  computed but not applied (dropout stays at the model's value), and with both mixup and
+  CutMix on each takes half of every batch (``Stage.mix_mode="split"``).
 
 Regularization keys are :class:`~ev2lite.train.Stage` fields: ``randaugment`` (torchvision
 0-30 scale, see :func:`ev2lite.augment.rand_augment`), ``mixup_alpha``, ``cutmix_alpha``,
@@ -75,7 +76,7 @@ def progressive_stages(plan: ProgressivePlan, epochs: int, num_stages: int = 4, 
     """Algorithm 1: ``num_stages`` stages of growing image size (and regularization if adaptive).
 
     ``interpolation`` is ``"paper"`` (ratio i/(M-1)) or ``"official"`` (ratio (i+1)/M, dropout
-    not scheduled). With one stage the paper's ratio is taken as 1 (the final values).
+    not scheduled, mixup and CutMix on half a batch each). With one stage the paper's ratio is taken as 1 (the final values).
     Raises ``ValueError`` for an unknown interpolation or fewer epochs than stages.
     """
     if interpolation not in ("paper", "official"):
@@ -89,6 +90,7 @@ def progressive_stages(plan: ProgressivePlan, epochs: int, num_stages: int = 4, 
         size, reg = plan.at(ratio, adaptive)
         if interpolation == "official":
             reg.pop("dropout", None)
+            reg["mix_mode"] = "split"
         stages.append(Stage(epochs=stage_epochs, image_size=size, **reg))
     return stages
 

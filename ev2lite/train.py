@@ -30,7 +30,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .augment import mixup_cutmix, rand_augment
+from .augment import MIX_MODES, mixup_cutmix, rand_augment
 from .data import ImageDataset, Loader
 
 
@@ -41,7 +41,9 @@ class Stage:
     ``randaugment``: RandAugment magnitude (torchvision 0-30 scale, 0 = off); ``mixup_alpha`` and
     ``cutmix_alpha``: Beta-distribution alphas (0 = off); ``dropout``: rate before the classifier
     and ``stochastic_depth``: largest drop probability of the last block (``None`` keeps the
-    model's). Raises ``ValueError`` for impossible values.
+    model's); ``mix_mode``: with both mixup and CutMix on, ``"choice"`` (one per batch) or
+    ``"split"`` (half a batch each, the released code). Raises ``ValueError`` for impossible
+    values.
     """
 
     epochs: int
@@ -51,10 +53,13 @@ class Stage:
     cutmix_alpha: float = 0.0
     dropout: float | None = None
     stochastic_depth: float | None = None
+    mix_mode: str = "choice"
 
     def __post_init__(self):
         if self.epochs < 1 or self.image_size < 1:
             raise ValueError(f"a stage needs epochs >= 1 and image_size >= 1, got {self}")
+        if self.mix_mode not in MIX_MODES:
+            raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {self.mix_mode!r}")
         for name in ("dropout", "stochastic_depth"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
@@ -261,7 +266,7 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             train.set_epoch(epoch)
             train.image_size = stage.image_size
             train.augment = rand_augment(stage.randaugment)
-            mix = mixup_cutmix(stage.mixup_alpha, stage.cutmix_alpha, num_classes)
+            mix = mixup_cutmix(stage.mixup_alpha, stage.cutmix_alpha, num_classes, stage.mix_mode)
             _set_regularization(model, stage)
             model.train()
             start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0

@@ -63,3 +63,25 @@ def test_impossible_plans_are_refused():
 
 def test_cpu_presets_fit_the_datasets():
     assert CPU_PRESETS["cifar10"].size[1] == 32 and CPU_PRESETS["imagenette"].size[1] <= 160
+
+
+def test_official_interpolation_splits_mixup_and_cutmix():
+    plan = ProgressivePlan((16, 32), {"mixup_alpha": (0, 0.2), "cutmix_alpha": (0, 1.0)})
+    assert {s.mix_mode for s in progressive_stages(plan, 4, interpolation="official")} == {"split"}
+    assert {s.mix_mode for s in progressive_stages(plan, 4)} == {"choice"}
+
+
+def test_split_mixing_mixes_each_half_with_its_own_method():
+    import torch
+
+    from ev2lite.augment import mixup_cutmix
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    mixed, soft = mixup_cutmix(0.4, 1.0, 4, mode="split")(x, y)
+    assert mixed.shape == x.shape and soft.shape == (8, 4)
+    assert torch.allclose(soft.sum(1), torch.ones(8))
+    # CutMix pastes a box of another image: most pixels stay exactly as they were. Mixup blends
+    # every pixel, so (almost) none does.
+    assert (mixed[4:] == x[4:]).float().mean() > 0.2
+    assert (mixed[:4] == x[:4]).float().mean() < 0.01

@@ -89,3 +89,25 @@ def test_impossible_stage_values_are_refused():
         Stage(epochs=0, image_size=32)
     with pytest.raises(ValueError, match="dropout"):
         Stage(epochs=1, image_size=32, dropout=1.5)
+
+
+def test_stage_boundaries_change_the_live_model_and_data(cifar, monkeypatch):
+    import ev2lite.train as train_module
+
+    model, seen, magnitudes, sizes = small_model(), [], [], set()
+    real_evaluate, real_rand_augment = train_module.evaluate, train_module.rand_augment
+
+    def spy_evaluate(net, loader, precision="fp32"):  # called once at the end of every epoch
+        seen.append((net.dropout.p, net.stages[-1][-1].drop_path.p))
+        return real_evaluate(net, loader, precision)
+
+    monkeypatch.setattr(train_module, "evaluate", spy_evaluate)
+    monkeypatch.setattr(train_module, "rand_augment", lambda m: magnitudes.append(m) or real_rand_augment(m))
+    model.register_forward_pre_hook(lambda m, args: sizes.add((m.training, args[0].shape[-1])))
+    stages = [Stage(1, 24, randaugment=0, dropout=0.1, stochastic_depth=0.0),
+              Stage(1, 32, randaugment=9, dropout=0.3, stochastic_depth=0.2)]
+    fit(model, cifar[0].subset(128), cifar[1], stages, RECIPE, progress=False)
+    n = sum(len(s) for s in model.stages)
+    assert seen == [(0.1, 0.0), (0.3, pytest.approx(0.2 * (n - 1) / n))]
+    assert magnitudes == [0, 9]
+    assert {size for training, size in sizes if training} == {24, 32}
