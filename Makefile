@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 PROFILE ?= quick
 
-.PHONY: all setup main test unit nbval smoke lab clean
+.PHONY: all setup main test unit nbval smoke lab bench full clean
 all: main
 
 setup: $(VENV)/.installed
@@ -30,6 +30,15 @@ nbval: setup
 	EV2LITE_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider notebooks
 smoke: setup
 	$(BIN)/python -m ev2lite.runbook --profile smoke --out $(OUT)/smoke
+
+# Benchmarks (speed tables of the README; CSV/JSON to results/). Run on an idle machine.
+bench: setup
+	for b in bench_train_step bench_data bench_convs time_to_accuracy; do \
+		$(BIN)/python benchmarks/$$b.py || exit 1; done
+
+# The committed results: every notebook with the full profile (hours; CSV/JSON to results/).
+full: setup
+	$(BIN)/python -m ev2lite.runbook --profile full --out $(OUT)/full
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -22,8 +22,8 @@ STUDIES: dict[str, dict[str, dict]] = {
     "progressive_learning": {
         "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
                   "sizes": [64, 96], "magnitudes": [0, 9], "seeds": [0]},
-        "quick": {"train_subset": 2000, "test_subset": 1000, "epochs": 4, "batch_size": 64,
-                  "sizes": [64, 96, 128], "magnitudes": [0, 9, 18], "seeds": [0]},
+        "quick": {"train_subset": 1500, "test_subset": 500, "epochs": 3, "batch_size": 64,
+                  "sizes": [64, 128], "magnitudes": [0, 18], "seeds": [0]},
         "full": {"train_subset": None, "test_subset": None, "epochs": 5, "batch_size": 64,
                  "sizes": [64, 96, 128], "magnitudes": [0, 9, 18], "seeds": [0, 1, 2]},
     },
@@ -32,7 +32,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     "adaptive_regularization": {
         "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
-        "quick": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "num_stages": 4,
+        "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 4, "num_stages": 4,
                   "batch_size": 64, "seeds": [0, 1]},
         "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
                  "batch_size": 64, "seeds": [0, 1, 2]},
@@ -42,7 +42,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     "progressive_other_networks": {
         "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
-        "quick": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "num_stages": 4,
+        "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 4, "num_stages": 4,
                   "batch_size": 64, "seeds": [0]},
         "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
                  "batch_size": 64, "seeds": [0, 1]},
@@ -51,7 +51,12 @@ STUDIES: dict[str, dict[str, dict]] = {
 
 
 def profile_name(profile: str | None = None) -> str:
-    """``profile``, else ``$EV2LITE_PROFILE``, else ``"quick"``; ``ValueError`` if unknown."""
+    """``profile``, else ``$EV2LITE_PROFILE``, else ``"quick"``; ``ValueError`` if unknown,
+    ``TypeError`` if ``profile`` is neither a string nor ``None`` (papermill passes parameters
+    as Python literals: ``-p PROFILE smoke``, not ``-p PROFILE 3``)."""
+    if profile is not None and not isinstance(profile, str):
+        raise TypeError(f"PROFILE must be a string, one of {', '.join(PROFILE_NAMES)}; got "
+                        f"{profile!r} ({type(profile).__name__})")
     name = profile or os.environ.get("EV2LITE_PROFILE") or "quick"
     if name not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
@@ -61,7 +66,8 @@ def profile_name(profile: str | None = None) -> str:
 def settings(study: str, profile: str | None = None) -> dict:
     """The settings of ``study`` at ``profile`` (see :func:`profile_name`), as a new dict.
 
-    Raises ``ValueError`` for an unknown study or profile.
+    Raises ``ValueError`` for an unknown study or profile, ``TypeError`` for a profile that is
+    not a string.
     """
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}: one of {sorted(STUDIES)}")
