@@ -248,6 +248,10 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         DatasetNotFoundError: nothing found under ``root`` (and download off or failing).
         CorruptDatasetError: wrong archive size (or sha256 with ``verify``), unreadable tar,
             wrong member count or class folders, or an image that cannot be decoded (named).
+
+    Errors of the libraries underneath (tarfile, the image decoders, torchvision's download)
+    are re-raised as these, their text in the message and without the chained traceback
+    (``raise ... from None``), so a notebook shows one short error.
     """
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
@@ -359,7 +363,7 @@ def _download(info: DatasetInfo, split: str, root: Path) -> None:
     except Exception as error:  # network, HTTP, checksum and disk errors all mean "not available"
         raise DatasetNotFoundError(
             f"{_not_found_message(info, split, root)} Downloading it with torchvision into {root} "
-            f"failed ({type(error).__name__}: {error}); this machine may have no network.") from error
+            f"failed ({type(error).__name__}: {error}); this machine may have no network.") from None
 
 
 def _build(info: DatasetInfo, split: str, source: Path, progress: bool) -> ImageDataset:
@@ -388,7 +392,7 @@ def _read_tar(info: DatasetInfo, split: str, path: Path) -> list[tuple[str, int,
             members = sorted((m for m in tar if m.isfile() and m.name.startswith(prefix)), key=lambda m: m.name)
             contents = [tar.extractfile(m).read() for m in members]
     except (tarfile.TarError, OSError, EOFError) as error:
-        raise _corrupt(info, path, f"tarfile cannot read it ({error})") from error
+        raise _corrupt(info, path, f"tarfile cannot read it ({error})") from None
     classes = [m.name[len(prefix):].split("/")[0] for m in members]
     if sorted(set(classes)) != sorted(info.class_dirs):
         raise _corrupt(info, path, f"{prefix} has class folders {sorted(set(classes))}, "
@@ -425,7 +429,7 @@ def _decode(data: bytes, member: str, size: int) -> torch.Tensor:
             with Image.open(io.BytesIO(data)) as pil:
                 image = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)
     except (RuntimeError, OSError, ValueError) as error:
-        raise CorruptDatasetError(f"cannot decode image {member}: {error}. Replace the file or the archive.") from error
+        raise CorruptDatasetError(f"cannot decode image {member}: {error}. Replace the file or the archive.") from None
     if image.shape[1:] != (size, size):
         image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
     return image

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,9 +30,39 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, guard
 from .augment import MIX_MODES, mixup_cutmix, rand_augment
 from .data import ImageDataset, Loader
+
+
+def _check_rules(obj, rules: dict[str, tuple[Callable[[float], bool], str]]) -> None:
+    """``ValueError`` for the first field of ``obj`` (a Stage or Recipe) breaking its rule in
+    ``rules`` (``{field: (test, text)}``; ``None`` values pass), e.g. "Stage needs epochs >= 1"."""
+    for name, (allowed, text) in rules.items():
+        value = getattr(obj, name)
+        if value is not None and not allowed(value):
+            raise ValueError(f"{type(obj).__name__} needs {name} {text}, got {value!r}")
+
+
+def _at_least(low):
+    return lambda value: value >= low
+
+
+def _fraction(value):
+    return 0 <= value < 1
+
+
+# Possible values of Stage's and Recipe's numeric fields: {field: (test, the rule in words)}.
+STAGE_RULES = {
+    "epochs": (_at_least(1), ">= 1"),
+    "image_size": (_at_least(1), ">= 1 (px)"),
+    "randaugment": (lambda m: 0 <= m <= 30, "in [0, 30] (torchvision's scale, about 3x the "
+                                              "paper's; 0 = off)"),
+    "mixup_alpha": (_at_least(0), ">= 0 (0 = off)"),
+    "cutmix_alpha": (_at_least(0), ">= 0 (0 = off)"),
+    "dropout": (_fraction, "in [0, 1)"),
+    "stochastic_depth": (_fraction, "in [0, 1)"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +74,7 @@ class Stage:
     and ``stochastic_depth``: largest drop probability of the last block (``None`` keeps the
     model's); ``mix_mode``: with both mixup and CutMix on, ``"choice"`` (one per batch) or
     ``"split"`` (half a batch each, the released code). Raises ``ValueError`` for impossible
-    values.
+    values (``STAGE_RULES``, ``MIX_MODES``).
     """
 
     epochs: int
@@ -56,19 +87,29 @@ class Stage:
     mix_mode: str = "choice"
 
     def __post_init__(self):
-        if self.epochs < 1 or self.image_size < 1:
-            raise ValueError(f"a stage needs epochs >= 1 and image_size >= 1, got {self}")
+        _check_rules(self, STAGE_RULES)
         if self.mix_mode not in MIX_MODES:
             raise ValueError(f"mix_mode must be one of {MIX_MODES}, got {self.mix_mode!r}")
-        for name in ("dropout", "stochastic_depth"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 # Allowed values of Recipe's string fields (the command line offers the same).
 RECIPE_CHOICES = {"optimizer": ("sgd", "rmsprop"), "lr_schedule": ("cosine", "exponential"),
                   "precision": ("fp32", "bf16")}
+# ... and of its numeric fields, as STAGE_RULES.
+RECIPE_RULES = {
+    "batch_size": (_at_least(1), ">= 1 (images per step and process)"),
+    "lr": (lambda lr: lr > 0, "> 0 (the peak learning rate, e.g. 0.1)"),
+    "momentum": (_fraction, "in [0, 1)"),
+    "weight_decay": (_at_least(0), ">= 0 (0 = off)"),
+    "warmup_epochs": (_at_least(0), ">= 0 (0 = no warmup)"),
+    "lr_decay": (lambda d: 0 < d <= 1, "in (0, 1]"),
+    "lr_decay_epochs": (lambda e: e > 0, "> 0"),
+    "label_smoothing": (_fraction, "in [0, 1)"),
+    "ema_decay": (_fraction, "in [0, 1), e.g. 0.9999 (None or 0 = off)"),
+    "eval_size": (_at_least(1), ">= 1 (px; None = the last stage's)"),
+    "eval_batch_size": (_at_least(1), ">= 1"),
+    "seed": (_at_least(0), ">= 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +124,8 @@ class Recipe:
     test accuracy of the average. ``eval_size``: test image size (default: the last stage's).
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast). ``seed`` fixes data order, augmentation
     and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
-    ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``.
+    ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
+    or breaking ``RECIPE_RULES``.
     """
 
     batch_size: int = 128
@@ -108,6 +150,7 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, "
                                  f"got {getattr(self, name)!r}")
+        _check_rules(self, RECIPE_RULES)
 
     @classmethod
     def paper(cls, batch_size: int = 4096, **changes) -> Recipe:
@@ -198,6 +241,31 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict:
     return state
 
 
+def check_run(model: nn.Module, train_set: ImageDataset, stages: list[Stage], recipe: Recipe,
+              world_size: int = 1) -> None:
+    """Refuse, before any training, a run that cannot train: ``ValueError`` (one line: what is
+    wrong, what to change) for no stages, ``recipe.batch_size`` above a process's share of
+    ``train_set`` (no full batch: no step), or a stage's image size or ``recipe.eval_size``
+    below the model's ``cfg.min_size`` (models without ``cfg`` are not size-checked)."""
+    if not stages:
+        raise ValueError("fit needs at least one Stage")
+    share = len(train_set) // world_size
+    if recipe.batch_size > share:
+        raise ValueError(f"batch_size {recipe.batch_size} is larger than the {share} training "
+                         "images of each process: lower batch_size or train on more images")
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return
+    sizes = {f"stages[{i}].image_size": s.image_size for i, s in enumerate(stages)}
+    if recipe.eval_size:
+        sizes["Recipe.eval_size"] = recipe.eval_size
+    for where, size in sizes.items():
+        if size < cfg.min_size:
+            raise ValueError(f"{where} is {size} px but {cfg.name} needs at least {cfg.min_size} "
+                             "px (its output stride): raise it or use a small-input variant "
+                             "such as 'efficientnetv2_cifar'")
+
+
 def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stages: list[Stage],
         recipe: Recipe = Recipe(), *, checkpoint: str | Path | None = None,
         progress: bool = True, device: str | torch.device | None = None) -> pd.DataFrame:
@@ -209,7 +277,10 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
     throughput of the epoch), ``train_time_s`` (cumulative training seconds, evaluation
     excluded). ``device`` defaults to CUDA when available. With ``checkpoint`` (a file path) the
     state is saved after every epoch and a later call with the same arguments resumes from it;
-    a checkpoint of another run or a corrupt one raises :class:`CheckpointError`.
+    a checkpoint of another run or a corrupt one raises :class:`CheckpointError`. Before
+    training, :func:`check_run` refuses impossible runs (``ValueError``) and, unless the
+    checkpoint says the run is finished, :func:`ev2lite.guard.check_train_memory` warns
+    (``ResourceWarning``) when a step at the largest image size would not fit in memory.
 
     Under ``torchrun`` (a process group initialised, see :mod:`ev2lite.distributed`) each rank
     trains on its shard of ``train_set`` (``recipe.batch_size`` images a step) through
@@ -218,10 +289,11 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
     ``images_per_s`` over all ranks together) are identical on every rank; only rank 0 reads
     and writes ``checkpoint`` and shows progress.
     """
+    rank, world_size = distributed.rank_and_world_size()
+    check_run(model, train_set, stages, recipe, world_size)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fmt = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
-    rank, world_size = distributed.rank_and_world_size()
     net = DistributedDataParallel(model) if world_size > 1 else model  # the train step's model
     num_classes = len(train_set.classes)
     train = Loader(train_set, recipe.batch_size, train=True, seed=recipe.seed,
@@ -252,6 +324,8 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             ema.load_state_dict(state["ema"])
         history, done = state["history"], state["epoch"]
         train_time = history[-1]["train_time_s"] if history else 0.0
+    if done < total_epochs:
+        guard.check_train_memory(model, max(s.image_size for s in stages), recipe, device)
 
     bar = tqdm(total=total_steps, initial=done * steps_per_epoch, disable=not progress or rank > 0,
                unit="step", desc="fit")
