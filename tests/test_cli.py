@@ -8,21 +8,13 @@ from dataclasses import fields
 
 import pandas as pd
 import pytest
-import torch
 
 import ev2lite.train as train_module
 from ev2lite.cli import main, read_config
 from ev2lite.train import Recipe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny runs train as fast on one thread, and avoid 10-50x stalls when the other core of a
-    2-core machine is busy (as ``ev2lite.data`` does for batches)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = ["--train-subset", "256", "--test-subset", "100", "--batch-size", "64", "--no-progress"]

@@ -20,12 +20,6 @@ from ev2lite.measure import (count_params, inference_latency, multiply_adds, pea
 madds = functools.cache(multiply_adds)  # each count once per session
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

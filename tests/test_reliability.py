@@ -49,14 +49,7 @@ stages:  # small images: a whole run trains in about 2 s on one core
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs on one thread: as fast for tiny runs, and bitwise comparable with the
-    subprocesses, which run with OMP_NUM_THREADS=1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
