@@ -12,6 +12,9 @@ import torch
 from torchvision.transforms import v2
 
 
+MAX_MAGNITUDE = 30  # the top of torchvision's RandAugment scale (num_magnitude_bins=31)
+
+
 def rand_augment(magnitude: float, num_ops: int = 2) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """RandAugment (Cubuk et al. 2020) with ``num_ops`` operations per image, independently drawn.
 
@@ -23,8 +26,8 @@ def rand_augment(magnitude: float, num_ops: int = 2) -> Callable[[torch.Tensor],
     ``[0, 30]``. Per-image draws need a loop over the batch; at 32 px this costs far less than
     a training step.
     """
-    if not 0 <= magnitude <= 30:
-        raise ValueError(f"RandAugment magnitude must be in [0, 30] (torchvision scale), "
+    if not 0 <= magnitude <= MAX_MAGNITUDE:
+        raise ValueError(f"RandAugment magnitude must be in [0, {MAX_MAGNITUDE}] (torchvision scale), "
                          f"got {magnitude}")
     if magnitude == 0:
         return None

@@ -29,9 +29,10 @@ import yaml
 
 from . import distributed
 from .augment import MIX_MODES
-from .data import DATASETS, CorruptDatasetError, DatasetNotFoundError, load_dataset
+from .data import DATASETS, CorruptDatasetError, DatasetNotFoundError
 from .models import create_model, get_config
 from .results import environment
+from .study import load_pair
 from .train import RECIPE_CHOICES, CheckpointError, Recipe, Stage, fit
 
 
@@ -208,17 +209,13 @@ def train_from_args(args: dict, rank: int, device: torch.device) -> tuple[pd.Dat
     get_config(run.model)  # an unknown name fails here, naming close matches
     progress = args.get("progress", True) and rank == 0
     download = args.get("download", False)
-    train_set = load_dataset(run.dataset, "train", download=download, progress=progress)
-    test_set = load_dataset(run.dataset, "test", download=download, progress=progress)
+    train_set, test_set = load_pair(run.dataset, run.train_subset, run.test_subset, recipe.seed,
+                                    download=download, progress=progress)
     rows = [{"image_size": train_set.image_size, **row, **_given(Stage, args)}
             for row in config["stages"]]
     if any("epochs" not in row for row in rows):
         raise ValueError("how many epochs? Give --epochs, or a --config whose stages set epochs")
     stages = [Stage(**row) for row in rows]
-    if run.train_subset:
-        train_set = train_set.subset(run.train_subset, seed=recipe.seed)
-    if run.test_subset:
-        test_set = test_set.subset(run.test_subset, seed=recipe.seed)
     torch.manual_seed(recipe.seed)
     model = create_model(run.model, num_classes=len(train_set.classes))
     out = args.get("out")

@@ -15,12 +15,15 @@ from .train import Recipe, Stage, fit
 
 
 def load_pair(name: str, train_subset: int | None = None, test_subset: int | None = None,
-              seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+              seed: int = 0, *, download: bool = True,
+              progress: bool = True) -> tuple[ImageDataset, ImageDataset]:
     """Train and test splits of ``name``, optionally class-stratified subsets of the given sizes.
 
+    ``download`` fetches the data only where nothing is found locally (and a network exists).
     Raises the data module's ``DatasetNotFoundError`` (with where it looked and what to do).
     """
-    train, test = (load_dataset(name, split, download=True) for split in ("train", "test"))
+    train, test = (load_dataset(name, split, download=download, progress=progress)
+                   for split in ("train", "test"))
     if train_subset:
         train = train.subset(train_subset, seed=seed)
     if test_subset:

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from . import distributed, guard
-from .augment import MIX_MODES, mixup_cutmix, rand_augment
+from .augment import MAX_MAGNITUDE, MIX_MODES, mixup_cutmix, rand_augment
 from .data import ImageDataset, Loader
 
 
@@ -56,8 +56,8 @@ def _fraction(value):
 STAGE_RULES = {
     "epochs": (_at_least(1), ">= 1"),
     "image_size": (_at_least(1), ">= 1 (px)"),
-    "randaugment": (lambda m: 0 <= m <= 30, "in [0, 30] (torchvision's scale, about 3x the "
-                                              "paper's; 0 = off)"),
+    "randaugment": (lambda m: 0 <= m <= MAX_MAGNITUDE,
+                    f"in [0, {MAX_MAGNITUDE}] (torchvision's scale, about 3x the paper's; 0 = off)"),
     "mixup_alpha": (_at_least(0), ">= 0 (0 = off)"),
     "cutmix_alpha": (_at_least(0), ">= 0 (0 = off)"),
     "dropout": (_fraction, "in [0, 1)"),
