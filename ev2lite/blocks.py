@@ -11,11 +11,14 @@ All blocks map ``[B, C_in, H, W] -> [B, C_out, H / stride, W / stride]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
+
+from .proxynorm import ProxyNormAct
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": lambda: nn.SiLU(inplace=True),
@@ -25,19 +28,27 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def make_norm(name: str, channels: int, eps: float = 1e-3, momentum: float = 0.1) -> nn.Module:
-    """Normalization layer by name.
+NORMS = ("bn", "gn", "ln", "gn_pn", "ln_pn")
+"""Norm names accepted by :class:`ConvBNAct` (``ModelConfig.norm``); ``"*_pn"`` adds Proxy Norm."""
+GN_GROUPS = 4  # Graphcore's GroupNorm baseline (REFERENCE.md section 4)
 
-    ``"bn"``: BatchNorm2d (the paper's); ``"gn"``: GroupNorm with groups of 16 channels (or
-    fewer groups when ``channels`` is small), batch-independent; ``"ln"``: LayerNorm over
-    (C, H, W), i.e. GroupNorm with one group. Raises ``ValueError`` for any other name.
+
+def make_norm(name: str, channels: int, eps: float = 1e-3, momentum: float = 0.1,
+              affine: bool = True) -> nn.Module:
+    """Normalization layer by name, over ``[B, channels, H, W]``.
+
+    ``"bn"``: BatchNorm2d (the paper's); ``"gn"``: GroupNorm with 4 groups (Graphcore's
+    baseline; ``gcd(4, channels)`` groups for widths not divisible by 4), batch-independent;
+    ``"ln"``: LayerNorm over (C, H, W), i.e. GroupNorm with one group. ``affine=False`` leaves
+    out the per-channel scale and shift (Proxy Norm brings its own). Raises ``ValueError`` for
+    any other name (the ``"*_pn"`` names are built by :class:`ConvBNAct`).
     """
     if name == "bn":
-        return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+        return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=affine)
     if name == "gn":
-        return nn.GroupNorm(max(1, channels // 16), channels, eps=eps)
+        return nn.GroupNorm(math.gcd(GN_GROUPS, channels), channels, eps=eps, affine=affine)
     if name == "ln":
-        return nn.GroupNorm(1, channels, eps=eps)
+        return nn.GroupNorm(1, channels, eps=eps, affine=affine)
     raise ValueError(f"unknown norm {name!r}: choose one of 'bn', 'gn', 'ln'")
 
 
@@ -53,17 +64,35 @@ class ConvBNAct(nn.Module):
 
     Padding is ``kernel // 2`` (PyTorch-style symmetric, as torchvision and timm's non-``tf_``
     models; TF's "SAME" padding differs only at stride 2 on even sizes). ``groups=channels``
-    makes the conv depthwise.
+    makes the conv depthwise. ``norm`` is one of :data:`NORMS`: with ``"ln_pn"`` / ``"gn_pn"``
+    and an activation, ``bn`` is LayerNorm / GroupNorm without affine and ``act`` is
+    :class:`~ev2lite.proxynorm.ProxyNormAct` (affine, activation, Proxy Norm; Graphcore's
+    LN+PN); without an activation (the linear projection) it is the plain norm with affine, since
+    Proxy Norm corrects what an activation does. Raises ``ValueError`` for an unknown norm or
+    activation.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
                  groups: int = 1, act: str | None = "silu", norm: str = "bn",
                  bn_eps: float = 1e-3, bn_momentum: float = 0.1):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+        base, _, proxy = norm.partition("_")
+        proxy = bool(proxy and act)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
                               groups=groups, bias=False)
-        self.bn = make_norm(norm, out_channels, bn_eps, bn_momentum)
-        self.act = make_act(act) if act else nn.Identity()
+        self.bn = make_norm(base, out_channels, bn_eps, bn_momentum, affine=not proxy)
+        if proxy:
+            self.act = ProxyNormAct(out_channels, make_act(act))
+        else:
+            self.act = make_act(act) if act else nn.Identity()
+
+    @property
+    def scale(self) -> nn.Parameter:
+        """The per-channel scale of the output: the norm's weight, or Proxy Norm's ``g``
+        (zeroing it zeroes the output either way, which ``zero_init_last`` relies on)."""
+        return self.act.weight if isinstance(self.act, ProxyNormAct) else self.bn.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -117,22 +146,31 @@ class _Residual(nn.Module):
 class MBConv(_Residual):
     """Mobile inverted bottleneck (Sandler et al. 2018) with SE, as in EfficientNet.
 
-    1x1 expand to ``in_channels * expand_ratio`` (skipped when the ratio is 1) -> depthwise
-    ``kernel`` x ``kernel`` with the stride -> SE -> 1x1 linear projection; residual when
-    ``stride == 1`` and ``in_channels == out_channels``.
+    1x1 expand to ``mid = in_channels * expand_ratio`` (skipped when the ratio is 1) -> spatial
+    ``kernel`` x ``kernel`` conv with the stride -> SE -> 1x1 linear projection; residual when
+    ``stride == 1`` and ``in_channels == out_channels``. The spatial conv has ``group_size``
+    channels per group: 1 is depthwise (EfficientNet), 16 is Graphcore's G16-EfficientNet
+    (``mid // 16`` groups; REFERENCE.md section 4). Raises ``ValueError`` when ``group_size`` is
+    not a positive divisor of ``mid``.
     ``[B, in_channels, H, W] -> [B, out_channels, H / stride, W / stride]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
                  expand_ratio: int = 6, se_ratio: float = 0.25, drop_prob: float = 0.0,
                  act: str = "silu", norm: str = "bn", bn_eps: float = 1e-3,
-                 bn_momentum: float = 0.1):
+                 bn_momentum: float = 0.1, group_size: int = 1):
         super().__init__(in_channels, out_channels, stride, drop_prob)
         mid = in_channels * expand_ratio
+        if not (isinstance(group_size, int) and group_size >= 1 and mid % group_size == 0):
+            raise ValueError(
+                f"group_size {group_size!r} does not divide the {mid} channels of an MBConv "
+                f"spatial conv ({in_channels} in x expand ratio {expand_ratio}): choose a "
+                "positive divisor of every MBConv width (1 = depthwise, 16 = Graphcore's G16)")
         nk = {"norm": norm, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
         self.conv_pw = (ConvBNAct(in_channels, mid, 1, act=act, **nk) if expand_ratio != 1
                         else nn.Identity())
-        self.conv_dw = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act, **nk)
+        self.conv_dw = ConvBNAct(mid, mid, kernel, stride, groups=mid // group_size, act=act,
+                                 **nk)
         self.se = (SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), act) if se_ratio > 0
                    else nn.Identity())
         self.conv_pwl = ConvBNAct(mid, out_channels, 1, act=None, **nk)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .blocks import BLOCK_TYPES, ConvBNAct
-from .configs import FUSED, CONFIGS, SMALL_CONFIGS, ModelConfig, round_channels, scaled_stages
+from .configs import (FUSED, MBCONV, CONFIGS, SMALL_CONFIGS, ModelConfig, round_channels,
+                      scaled_stages)
 
 
 class EfficientNet(nn.Module):
@@ -34,16 +35,21 @@ class EfficientNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig, num_classes: int = 1000):
         super().__init__()
+        if cfg.expand_ratio is not None and not (isinstance(cfg.expand_ratio, int)
+                                                 and cfg.expand_ratio >= 1):
+            raise ValueError(f"expand_ratio must be None (keep the table's) or an int >= 1, "
+                             f"got {cfg.expand_ratio!r}")
         self.cfg = cfg
         stages = scaled_stages(cfg)
         nk = {"norm": cfg.norm, "bn_eps": cfg.bn_eps, "bn_momentum": cfg.bn_momentum}
         self.stem = ConvBNAct(3, stages[0].in_channels, 3, cfg.stem_stride, act=cfg.act, **nk)
         self.stages = nn.ModuleList()
         for s in stages:
+            groups = {"group_size": cfg.group_size} if s.block == MBCONV else {}
             self.stages.append(nn.Sequential(*(
                 BLOCK_TYPES[s.block](s.in_channels if r == 0 else s.out_channels, s.out_channels,
                                      s.kernel, s.stride if r == 0 else 1, s.expand_ratio,
-                                     s.se_ratio, act=cfg.act, **nk)
+                                     s.se_ratio, act=cfg.act, **nk, **groups)
                 for r in range(s.repeats))))
         self.num_features = round_channels(cfg.head_channels * cfg.width_mult, cfg.round_limit)
         self.head = ConvBNAct(stages[-1].out_channels, self.num_features, 1, act=cfg.act, **nk)
@@ -60,7 +66,7 @@ class EfficientNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
@@ -72,7 +78,7 @@ class EfficientNet(nn.Module):
             for block in (b for stage in self.stages for b in stage):
                 last = block.conv_pwl if isinstance(block.conv_pwl, ConvBNAct) else block.conv_exp
                 if block.has_skip:
-                    nn.init.zeros_(last.bn.weight)
+                    nn.init.zeros_(last.scale)
 
     def set_regularization(self, dropout: float | None = None,
                            stochastic_depth: float | None = None) -> None:
@@ -133,7 +139,10 @@ def create_model(name: str, num_classes: int = 1000, **overrides) -> EfficientNe
 
     ``overrides`` replace fields of its config, e.g. ``width_mult=0.5``, ``depth_mult=0.5``,
     ``dropout=0.3``, ``stochastic_depth=0.1`` (the largest drop probability, paper "survival
-    probability 0.8" = 0.2), ``norm="gn"``, ``act="relu"``, ``stem_stride=1``.
+    probability 0.8" = 0.2), ``act="relu"``, ``stem_stride=1``, and Graphcore's practical
+    variants (REFERENCE.md section 4): ``norm="gn"`` (GroupNorm, 4 groups), ``"ln"``,
+    ``"ln_pn"`` / ``"gn_pn"`` (Proxy Norm); ``group_size=16, expand_ratio=4`` (G16-EfficientNet,
+    also ``**ev2lite.configs.G16``).
     Raises ``ValueError`` for an unknown name (listing close matches) and ``TypeError`` for an
     unknown override.
 
@@ -154,6 +163,7 @@ def stage_table(cfg: ModelConfig) -> pd.DataFrame:
     for i, s in enumerate(stages, 1):
         op = f"{'Fused-MBConv' if s.block == FUSED else 'MBConv'}{s.expand_ratio}, k{s.kernel}x{s.kernel}"
         op += f", SE{s.se_ratio:g}" if s.se_ratio else ""
+        op += f", G{cfg.group_size}" if s.block == MBCONV and cfg.group_size > 1 else ""
         rows.append((i, op, str(s.stride), s.out_channels, s.repeats))
     head = round_channels(cfg.head_channels * cfg.width_mult, cfg.round_limit)
     rows.append((len(stages) + 1, "Conv1x1 & Pooling & FC", "-", head, 1))

@@ -39,6 +39,31 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> Path:
     return path
 
 
+def plot_tradeoff(points: pd.DataFrame, x: str, y: str = "top1_pct", group: str = "group", *,
+                  ax: plt.Axes | None = None, connect: bool = True, label: str | None = None,
+                  logx: bool = False, **style) -> plt.Axes:
+    """Accuracy against a cost (training time, parameters), one series per group (paper Figure 1).
+
+    ``points`` has one row per model (or epoch) with columns ``x`` (the cost, e.g. hours or
+    millions of parameters), ``y`` (top-1 %) and ``group``; a group's points are joined in order
+    of ``x`` when ``connect``. ``label`` names a column written beside each point; ``style`` goes
+    to ``Axes.plot`` (e.g. ``mfc="none"``). Draws on ``ax`` (a new figure if ``None``), returns it.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    for name, rows in points.sort_values(x).groupby(group, sort=False):
+        ax.plot(rows[x], rows[y], marker="o", linestyle="-" if connect else "none", label=name, **style)
+        for _, row in rows.iterrows() if label else ():
+            ax.annotate(str(row[label]), (row[x], row[y]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=x, ylabel=y)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def plot_schedule(stages, title: str = "") -> plt.Figure:
     """Image size and every scheduled regularization against epoch (paper Figure 4).
 
@@ -56,6 +81,51 @@ def plot_schedule(stages, title: str = "") -> plt.Figure:
         ax.stairs(values, edges, baseline=None, linewidth=2)
         ax.set(xlabel="epoch", title=name.replace("_", " "))
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_blocks(blocks: dict, input_shape: tuple[int, int, int], title: str = "") -> plt.Figure:
+    """Blocks drawn side by side from their real modules (paper Figure 2: MBConv, Fused-MBConv).
+
+    ``blocks`` maps a title to a block module (e.g. ``ev2lite.blocks.MBConv``); each is drawn as a
+    column of boxes, input at the top, one box per sub-module in the order it runs
+    (:func:`ev2lite.measure.block_table`: operator and output shape ``C x H x W`` from a
+    meta-device forward pass of ``input_shape = (C, H, W)``), and the residual addition when the
+    block has one. Raises ``ValueError`` for an empty ``blocks`` or a bad ``input_shape``.
+    """
+    from .measure import block_table
+
+    if not blocks:
+        raise ValueError("blocks is empty: pass e.g. {'MBConv': MBConv(24, 24)}")
+    tables = {name: block_table(block, input_shape) for name, block in blocks.items()}
+    rows = max(len(t) for t in tables.values()) + 2
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 0.95 * rows + 0.6),
+                             squeeze=False)
+    box = {"boxstyle": "round,pad=0.4", "linewidth": 1.2}
+    colors = {"conv_dw": "#f4cccc", "se": "#d9ead3", "conv_exp": "#cfe2f3"}
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        labels = [("input", "x".join(map(str, input_shape)), "#eeeeee")]
+        labels += [(r.operator, "x".join(map(str, r.out_shape)), colors.get(r.part, "#fff2cc"))
+                   for r in table.itertuples()]
+        skip = blocks[name].has_skip
+        if skip:
+            labels.append(("+ input (residual)", labels[-1][1], "#eeeeee"))
+        ys = [rows - 1 - i for i in range(len(labels))]
+        for (text, shape, color), y in zip(labels, ys):
+            ax.text(0, y, text, ha="center", va="center", fontsize=9,
+                    bbox={**box, "facecolor": color})
+            ax.text(0.8, y, shape, ha="left", va="center", fontsize=8, color="0.35")
+        for y0, y1 in zip(ys, ys[1:]):
+            ax.annotate("", (0, y1 + 0.28), (0, y0 - 0.28), arrowprops={"arrowstyle": "->"})
+        if skip:
+            ax.annotate("", (-0.62, ys[-1]), (-0.62, ys[0]),
+                        arrowprops={"arrowstyle": "->", "connectionstyle": "bar,fraction=0.04",
+                                    "linestyle": "--", "color": "0.4"})
+        ax.set(xlim=(-1, 1.4), ylim=(-0.8, rows - 0.2), title=name)
+        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

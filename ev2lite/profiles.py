@@ -11,7 +11,23 @@ import os
 
 PROFILE_NAMES = ("smoke", "quick", "full")
 
+# Notebook 04: EfficientNet B0-B7 then EfficientNetV2 S/M/L/XL; Table 11's pairs (V1, then the
+# V2 model of similar accuracy).
+_V1_AND_V2 = ([f"efficientnet_b{i}" for i in range(8)]
+              + [f"efficientnetv2_{s}" for s in ("s", "m", "l", "xl")])
+_TABLE11_PAIRS = [["efficientnet_b1", "efficientnetv2_b0"],
+                  ["efficientnet_b2", "efficientnetv2_b1"],
+                  ["efficientnet_b4", "efficientnetv2_b3"],
+                  ["efficientnet_b5", "efficientnetv2_s"]]
+
 STUDIES: dict[str, dict[str, dict]] = {
+    # 10_paper_figures: reads the committed results (no training), so every profile is the same;
+    # results_dir None = the repository's results/ (or point it at another run's folder).
+    "paper_figures": {
+        "smoke": {"results_dir": None},
+        "quick": {"results_dir": None},
+        "full": {"results_dir": None},
+    },
     # 00_quickstart: a CPU-scale EfficientNetV2 on CIFAR-10 at 32 px.
     "quickstart": {
         "smoke": {"train_subset": 1000, "test_subset": 500, "epochs": 1, "batch_size": 100},
@@ -24,8 +40,8 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "sizes": [64, 96], "magnitudes": [0, 9], "seeds": [0]},
         "quick": {"train_subset": 1500, "test_subset": 500, "epochs": 3, "batch_size": 64,
                   "sizes": [64, 128], "magnitudes": [0, 18], "seeds": [0]},
-        "full": {"train_subset": None, "test_subset": None, "epochs": 5, "batch_size": 64,
-                 "sizes": [64, 96, 128], "magnitudes": [0, 9, 18], "seeds": [0, 1, 2]},
+        "full": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "batch_size": 64,
+                 "sizes": [64, 128], "magnitudes": [0, 9, 18], "seeds": [0, 1, 2]},
     },
     # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize, vanilla vs
     # adaptive regularization, on Imagenette with the CPU preset (64 -> 128 px).
@@ -34,7 +50,7 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "batch_size": 50, "seeds": [0]},
         "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 4, "num_stages": 4,
                   "batch_size": 64, "seeds": [0, 1]},
-        "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
+        "full": {"train_subset": 2000, "test_subset": 1000, "epochs": 6, "num_stages": 4,
                  "batch_size": 64, "seeds": [0, 1, 2]},
     },
     # 07_progressive_other_networks, Table 12: a ResNet and an EfficientNet, fixed size vs
@@ -44,8 +60,93 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "batch_size": 50, "seeds": [0]},
         "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 4, "num_stages": 4,
                   "batch_size": 64, "seeds": [0]},
-        "full": {"train_subset": None, "test_subset": None, "epochs": 12, "num_stages": 4,
+        "full": {"train_subset": 2000, "test_subset": 1000, "epochs": 6, "num_stages": 4,
                  "batch_size": 64, "seeds": [0, 1]},
+    },
+    # 04_architecture_and_scaling, Table 7 / Figure 5 (inference latency) and Table 11 (V2 vs V1
+    # training and inference throughput, pairs timed side by side). Images are timed at
+    # size_scale x each model's own size (1.0: the paper's sizes; full uses 0.4 so that all 12
+    # models fit in ~20 min of a shared 2-core CPU); counts are always exact, at full size.
+    "architecture_and_scaling": {
+        "smoke": {"count_models": ["efficientnet_b0", "efficientnetv2_s"],
+                  "latency_models": ["efficientnet_b0", "efficientnetv2_s"],
+                  "latency_batch": 1, "size_scale": 0.25,
+                  "pairs": [["efficientnet_b1", "efficientnetv2_b0"]],
+                  "train_batch": 2, "infer_batch": 2, "warmup": 0, "repeats": 2},
+        "quick": {"count_models": _V1_AND_V2[:6] + _V1_AND_V2[8:10],
+                  "latency_models": _V1_AND_V2[:6] + _V1_AND_V2[8:10],
+                  "latency_batch": 1, "size_scale": 0.4, "pairs": _TABLE11_PAIRS,
+                  "train_batch": 2, "infer_batch": 2, "warmup": 1, "repeats": 2},
+        "full": {"count_models": _V1_AND_V2, "latency_models": _V1_AND_V2,
+                 "latency_batch": 1, "size_scale": 0.4, "pairs": _TABLE11_PAIRS,
+                 "train_batch": 2, "infer_batch": 2, "warmup": 1, "repeats": 3},
+    },
+    # 08_transfer_learning, Table 8: pre-train on Imagenette, fine-tune on CIFAR-10 at 64 px
+    # with the scaled official fine-tuning recipe, against training from scratch.
+    "transfer_learning": {
+        "smoke": {"pretrain_subset": 100, "pretrain_test_subset": 50, "pretrain_epochs": 1,
+                  "train_subset": 100, "test_subset": 50, "epochs": 1, "image_size": 64,
+                  "randaugment": 5, "batch_size": 50, "seeds": [0]},
+        "quick": {"pretrain_subset": 2000, "pretrain_test_subset": 500, "pretrain_epochs": 2,
+                  "train_subset": 1000, "test_subset": 1000, "epochs": 2, "image_size": 64,
+                  "randaugment": 5, "batch_size": 64, "seeds": [0]},
+        "full": {"pretrain_subset": None, "pretrain_test_subset": 1000, "pretrain_epochs": 3,
+                 "train_subset": 2000, "test_subset": 1000, "epochs": 2, "image_size": 64,
+                 "randaugment": 5, "batch_size": 64, "seeds": [0, 1, 2]},
+    },
+    # 03_training_aware_nas, Section 3.3 and Figure 3: random search around the CPU-scale V2-B0
+    # backbone on CIFAR-10, each candidate trained briefly; step time measured on this machine.
+    "training_aware_nas": {
+        "smoke": {"train_subset": 200, "test_subset": 100, "epochs": 1, "batch_size": 50,
+                  "num_samples": 2, "timing_repeats": 2},
+        "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 2, "batch_size": 64,
+                  "num_samples": 4, "timing_repeats": 3},
+        "full": {"train_subset": 1500, "test_subset": 500, "epochs": 2, "batch_size": 64,
+                 "num_samples": 8, "timing_repeats": 5},
+    },
+    # 01_training_bottlenecks, Section 3.2 and Table 2: throughput and memory vs image size and
+    # batch (EfficientNet-B0 standing in for B6), convolution cost per stage, B4's stage costs.
+    "training_bottlenecks": {
+        "smoke": {"sizes": [64, 48], "batches": [4, 8], "b6_measured_at": 32, "conv_batch": 2,
+                  "stage_size": 64, "stage_batch": 2, "warmup": 0, "repeats": 1},
+        "quick": {"sizes": [128, 96], "batches": [12, 24], "b6_measured_at": 64,
+                  "conv_batch": 8, "stage_size": 96, "stage_batch": 4, "warmup": 1,
+                  "repeats": 3},
+        "full": {"sizes": [128, 96], "batches": [12, 24], "b6_measured_at": 128,
+                 "conv_batch": 16, "stage_size": 128, "stage_batch": 8, "warmup": 1,
+                 "repeats": 7},
+    },
+    # 02_fused_mbconv, Table 3: EfficientNet-B4 with Fused-MBConv in its first 0/3/5/7 stages;
+    # throughput at CPU scale (speed_width: B4's width multiplier times this; 1.0 = the real
+    # B4), accuracy of the half-size variants on CIFAR-10 at 32 px.
+    "fused_mbconv": {
+        "smoke": {"speed_width": 0.25, "speed_size": 64, "speed_batch": 2,
+                  "precisions": ["fp32"], "warmup": 0, "repeats": 1, "train_subset": 500,
+                  "test_subset": 200, "epochs": 1, "batch_size": 100, "seeds": [0]},
+        "quick": {"speed_width": 0.5, "speed_size": 96, "speed_batch": 4,
+                  "precisions": ["fp32"], "warmup": 1, "repeats": 3, "train_subset": 2000,
+                  "test_subset": 1000, "epochs": 2, "batch_size": 128, "seeds": [0]},
+        "full": {"speed_width": 1.0, "speed_size": 64, "speed_batch": 4,
+                 "precisions": ["fp32", "bf16"], "warmup": 1, "repeats": 3,
+                 "train_subset": 1000, "test_subset": 1000, "epochs": 2, "batch_size": 100,
+                 "seeds": [0, 1, 2]},
+    },
+    # 09_practical_efficiency, Graphcore (REFERENCE.md section 4): G16 vs depthwise, BN vs GN vs
+    # LN+PN at two batch sizes, reduced-resolution training then a last-layer fine-tune, on
+    # Imagenette with the CPU-scale EfficientNet (V1).
+    "practical_efficiency": {
+        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
+                  "image_size": 64, "batch_sizes": [10, 50], "native_size": 96,
+                  "test_sizes": [64, 96], "finetune_epochs": 1, "timing_batch": 8,
+                  "timing_warmup": 1, "timing_repeats": 2, "seeds": [0]},
+        "quick": {"train_subset": 500, "test_subset": 300, "epochs": 2, "batch_size": 32,
+                  "image_size": 64, "batch_sizes": [8, 32], "native_size": 96,
+                  "test_sizes": [64, 96, 128], "finetune_epochs": 1, "timing_batch": 32,
+                  "timing_warmup": 1, "timing_repeats": 4, "seeds": [0]},
+        "full": {"train_subset": 800, "test_subset": 400, "epochs": 2, "batch_size": 32,
+                 "image_size": 64, "batch_sizes": [8, 32], "native_size": 96,
+                 "test_sizes": [64, 96, 128], "finetune_epochs": 1, "timing_batch": 32,
+                 "timing_warmup": 2, "timing_repeats": 6, "seeds": [0, 1]},
     },
 }
 

@@ -49,3 +49,16 @@ def save_results(name: str, table: pd.DataFrame, metrics: dict, *, profile: str,
         (folder / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         written += [folder / f"{name}.csv", folder / f"{name}.json"]
     return written
+
+
+def load_results(name: str, results_dir: str | Path = RESULTS_DIR) -> pd.DataFrame | None:
+    """The committed table ``<name>.csv`` of ``results_dir`` with its ``<name>.json`` (command,
+    metrics, environment) in ``.attrs``, or ``None`` when that result has not been produced yet
+    (run the command of the notebook that makes it with ``--profile full``)."""
+    path = Path(results_dir) / f"{name}.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path)
+    meta = path.with_suffix(".json")
+    table.attrs = json.loads(meta.read_text()) if meta.exists() else {}
+    return table

@@ -1,9 +1,12 @@
 """The main job: execute every notebook in ``notebooks/``, in order, through papermill.
 
 ``python -m ev2lite.runbook --profile quick --out out/quick`` writes each executed notebook to
-``OUT/NN_name.ipynb`` and its figures to ``OUT/figures/``. A notebook reads its profile and output
-folder from the papermill parameters ``PROFILE`` and ``OUTPUT_DIR``. Stops at the first notebook
-that fails, naming it and the executed copy that holds the traceback.
+``OUT/NN_name.ipynb`` and its figures to ``OUT/figures/``, then ``OUT/index.html``: every executed
+notebook converted to HTML (``OUT/NN_name.html``) with its title and key figure
+(:func:`ev2lite.report.write_index`). A notebook reads its profile and output folder from the
+papermill parameters ``PROFILE`` and ``OUTPUT_DIR``. Stops at the first notebook that fails,
+naming it and the executed copy that holds the traceback (the index is written then too, the
+failed notebook marked).
 """
 
 from __future__ import annotations
@@ -14,15 +17,23 @@ import time
 from pathlib import Path
 
 from .profiles import PROFILE_NAMES
+from .report import write_index
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def executed(out: Path) -> list[Path]:
+    """The executed notebooks in ``out`` (``NN_name.ipynb``), in order."""
+    return sorted(Path(out).glob("[0-9][0-9]_*.ipynb"))
 
 
 def run_all(profile: str, out: Path, notebooks: list[Path] | None = None) -> list[Path]:
     """Execute ``notebooks`` (default: all of ``notebooks/``, sorted) with ``profile``.
 
-    Returns the executed notebooks' paths. Raises ``ValueError`` for an unknown profile and
-    ``RuntimeError`` naming the first notebook that failed.
+    Returns the executed notebooks' paths and writes ``out/index.html`` linking every executed
+    notebook in ``out`` (these and any from earlier runs into ``out``; also when one fails).
+    Raises ``ValueError`` for an unknown profile and ``RuntimeError`` naming the first notebook
+    that failed.
     """
     import papermill as pm
 
@@ -39,10 +50,13 @@ def run_all(profile: str, out: Path, notebooks: list[Path] | None = None) -> lis
             pm.execute_notebook(nb, target, parameters={"PROFILE": profile, "OUTPUT_DIR": str(out)},
                                 cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
         except Exception as e:
+            write_index(out, executed(out))
             raise RuntimeError(f"notebook {nb.name} failed ({type(e).__name__}); the executed copy "
                                f"with the traceback is {target}") from e
         print(f"[{profile}] {nb.name} done in {time.perf_counter() - start:.0f} s", flush=True)
         done.append(target)
+    index = write_index(out, executed(out))
+    print(f"[{profile}] index of the executed notebooks: {index}", flush=True)
     return done
 
 

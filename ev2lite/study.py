@@ -52,3 +52,43 @@ def mean_std(runs: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.D
     final = runs.sort_values("epoch").groupby(by + ["seed"], as_index=False).last()
     stats = final.groupby(by)[value].agg(["mean", "std", "count"]).reset_index()
     return stats.fillna({"std": 0.0})
+
+
+def paired_difference(runs: pd.DataFrame, by: str, arm: str, treatment: str, baseline: str,
+                      value: str = "test_acc") -> pd.DataFrame:
+    """Final-epoch ``value`` of the ``treatment`` run minus the ``baseline`` run of the same seed
+    (same initialisation and data order), then mean, std and count over seeds per ``by`` group,
+    in the units of ``value`` (Table 13's "adaptive minus vanilla"). Raises ``KeyError`` if an
+    arm is missing."""
+    final = runs.sort_values("epoch").groupby([by, arm, "seed"])[value].last().unstack(arm)
+    return (final[treatment] - final[baseline]).groupby(by).agg(["mean", "std", "count"])
+
+
+def time_to_reach(history: pd.DataFrame, accuracy: float) -> float:
+    """Training seconds (``train_time_s``) at the end of the first epoch of one run whose
+    ``test_acc`` is at least ``accuracy`` (a fraction, 0-1); NaN if the run never reaches it."""
+    reached = history.sort_values("epoch").query("test_acc >= @accuracy")
+    return float(reached.train_time_s.iloc[0]) if len(reached) else float("nan")
+
+
+def speedup_at_equal_accuracy(runs: pd.DataFrame, by: str, arm: str, baseline: str,
+                              faster: str) -> pd.DataFrame:
+    """How much sooner the ``faster`` arm reaches the accuracy both arms reach (Table 12's claim).
+
+    For each ``by`` group (e.g. the model) and seed of :func:`train_once` histories ``runs``, the
+    common accuracy is the lower of the two arms' final test accuracies; each arm's time is
+    :func:`time_to_reach` of it, and ``speedup_x`` = baseline seconds / faster seconds. Raises
+    ``ValueError`` if an arm is missing from a group.
+    """
+    rows = []
+    for (group, seed), run in runs.groupby([by, "seed"]):
+        arms = {name: run[run[arm] == name] for name in (baseline, faster)}
+        if any(a.empty for a in arms.values()):
+            raise ValueError(f"{by}={group!r}, seed {seed}: needs runs with {arm} = "
+                             f"{baseline!r} and {faster!r}, got {sorted(run[arm].unique())}")
+        accuracy = min(a.sort_values("epoch").test_acc.iloc[-1] for a in arms.values())
+        seconds = {name: time_to_reach(a, accuracy) for name, a in arms.items()}
+        rows.append({by: group, "seed": seed, "accuracy": accuracy,
+                     f"{baseline}_s": seconds[baseline], f"{faster}_s": seconds[faster],
+                     "speedup_x": seconds[baseline] / seconds[faster]})
+    return pd.DataFrame(rows)

@@ -93,7 +93,8 @@ class Stage:
 
 
 # Allowed values of Recipe's string fields (the command line offers the same).
-RECIPE_CHOICES = {"optimizer": ("sgd", "rmsprop"), "lr_schedule": ("cosine", "exponential"),
+RECIPE_CHOICES = {"optimizer": ("sgd", "rmsprop"),
+                  "lr_schedule": ("cosine", "exponential", "constant"),
                   "precision": ("fp32", "bf16")}
 # ... and of its numeric fields, as STAGE_RULES.
 RECIPE_RULES = {
@@ -118,10 +119,14 @@ class Recipe:
 
     ``optimizer``: ``"sgd"`` (Nesterov momentum) or ``"rmsprop"`` (TF-style RMSProp, eps inside
     the square root, as the paper; decay 0.9, eps 1e-3). ``lr_schedule``: linear warmup over
-    ``warmup_epochs`` then ``"cosine"`` to zero, or ``"exponential"`` (x ``lr_decay`` every
-    ``lr_decay_epochs``, the paper's 0.97 / 2.4). Weight decay skips norm and bias parameters.
+    ``warmup_epochs`` then ``"cosine"`` to zero, ``"exponential"`` (x ``lr_decay`` every
+    ``lr_decay_epochs``, the paper's 0.97 / 2.4) or ``"constant"`` (the official fine-tuning
+    recipe, REFERENCE.md section 2; see :mod:`ev2lite.transfer`). Weight decay skips norm and
+    bias parameters.
     ``ema_decay``: keep an exponential moving average of the weights (``None`` = off) and report
     test accuracy of the average. ``eval_size``: test image size (default: the last stage's).
+    ``eval_flip``: test-time augmentation by horizontal flip: the test logits are the mean of each
+    image's and its mirror's (as the CIFAR-10 speed records do, REFERENCE.md section 5).
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast). ``seed`` fixes data order, augmentation
     and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
     ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
@@ -141,6 +146,7 @@ class Recipe:
     ema_decay: float | None = None
     eval_size: int | None = None
     eval_batch_size: int = 500
+    eval_flip: bool = False
     precision: str = "fp32"
     channels_last: bool = True
     seed: int = 0
@@ -188,12 +194,17 @@ def lr_factor(step: int, steps_per_epoch: int, total_steps: int, recipe: Recipe)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
     if recipe.lr_schedule == "exponential":
         return recipe.lr_decay ** ((step - warmup) / (recipe.lr_decay_epochs * steps_per_epoch))
-    raise ValueError(f"unknown lr_schedule {recipe.lr_schedule!r}: 'cosine' or 'exponential'")
+    if recipe.lr_schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown lr_schedule {recipe.lr_schedule!r}: one of "
+                     f"{', '.join(RECIPE_CHOICES['lr_schedule'])}")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Loader, precision: str = "fp32") -> tuple[float, float]:
-    """Mean cross-entropy loss and top-1 accuracy (fraction, 0-1) of ``model`` on ``loader``."""
+def evaluate(model: nn.Module, loader: Loader, precision: str = "fp32",
+             flip: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy loss and top-1 accuracy (fraction, 0-1) of ``model`` on ``loader``;
+    with ``flip``, of the mean logits of each image (N, C, H, W) and its horizontal mirror."""
     model.eval()
     device = next(model.parameters()).device
     loss, correct, count = 0.0, 0, 0
@@ -201,6 +212,8 @@ def evaluate(model: nn.Module, loader: Loader, precision: str = "fp32") -> tuple
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x)
+            if flip:
+                logits = (logits + model(x.flip(3))) / 2
         loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         count += len(y)
@@ -366,7 +379,8 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             (seconds,) = distributed.all_reduce([seconds], "max")  # the slowest rank's
             distributed.average_buffers(model, *([ema] if ema else []))  # BatchNorm statistics
             train_time += seconds
-            test_loss, test_acc = evaluate(ema.module if ema else model, test, recipe.precision)
+            test_loss, test_acc = evaluate(ema.module if ema else model, test, recipe.precision,
+                                           recipe.eval_flip)
             history.append({
                 "epoch": epoch, "stage": stage_index, "image_size": stage.image_size,
                 "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,

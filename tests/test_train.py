@@ -97,9 +97,9 @@ def test_stage_boundaries_change_the_live_model_and_data(cifar, monkeypatch):
     model, seen, magnitudes, sizes = small_model(), [], [], set()
     real_evaluate, real_rand_augment = train_module.evaluate, train_module.rand_augment
 
-    def spy_evaluate(net, loader, precision="fp32"):  # called once at the end of every epoch
+    def spy_evaluate(net, loader, precision="fp32", flip=False):  # once at every epoch end
         seen.append((net.dropout.p, net.stages[-1][-1].drop_path.p))
-        return real_evaluate(net, loader, precision)
+        return real_evaluate(net, loader, precision, flip)
 
     monkeypatch.setattr(train_module, "evaluate", spy_evaluate)
     monkeypatch.setattr(train_module, "rand_augment", lambda m: magnitudes.append(m) or real_rand_augment(m))
@@ -111,3 +111,18 @@ def test_stage_boundaries_change_the_live_model_and_data(cifar, monkeypatch):
     assert seen == [(0.1, 0.0), (0.3, pytest.approx(0.2 * (n - 1) / n))]
     assert magnitudes == [0, 9]
     assert {size for training, size in sizes if training} == {24, 32}
+
+
+def test_flip_evaluation_averages_each_image_with_its_mirror(cifar):
+    from ev2lite.data import Loader
+    from ev2lite.train import evaluate
+
+    model, test = small_model().eval(), cifar[1].subset(64)
+    loader = Loader(test, batch_size=64, train=False)
+    x, y = next(iter(loader))
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(3))) / 2
+        loss, acc = evaluate(model, loader, flip=True)
+    assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert evaluate(model, loader)[0] != pytest.approx(loss)  # the mirror changes the logits

@@ -1,0 +1,143 @@
+"""Reduced-resolution training: train small, then fine-tune the last layers at the test size.
+
+Graphcore (REFERENCE.md section 4, seed article 003), after Touvron et al. 2019 ("FixRes"): train
+at about half the native pixel count (EfficientNet-B0: 224 -> 160 px), then fine-tune only the
+last layers for a short time (2 epochs) at the test resolution, choosing sizes with
+``train_size % 32 == test_size % 32``. Random-resized crops make objects look larger in training
+than in whole test images; training small and testing large cancels part of that, and the short
+fine-tune adapts the last layers (and their normalization) to the test-size statistics.
+
+:func:`finetune_last_layers` is ``ev2lite.train.fit`` with one :class:`~ev2lite.train.Stage` at
+the test size, run inside :func:`only_last_layers`, which freezes everything else;
+:func:`resolution_sweep` trains once and tests at several sizes, with and without the fine-tune.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import ImageDataset, Loader
+from .train import Recipe, Stage, evaluate, fit
+
+TRAINABLE = {"head": ("head", "classifier"), "last_stage": ("last_stage", "head", "classifier")}
+"""What :func:`only_last_layers` leaves trainable: the head (1x1 conv + norm) and classifier, or
+also the last stage of blocks."""
+
+
+def half_pixel_size(native: int, multiple: int = 32) -> int:
+    """The training size with about half the pixels of ``native`` (side ``native / sqrt(2)``),
+    rounded to the nearest size congruent to ``native`` modulo ``multiple`` (Graphcore's rule,
+    so both sizes give the same feature-map alignment at output stride 32).
+
+    ``half_pixel_size(224) == 160`` (0.51 of the pixels), ``half_pixel_size(128) == 96``,
+    ``half_pixel_size(96) == 64``. Raises ``ValueError`` unless ``native > multiple >= 1``.
+    """
+    if not native > multiple >= 1:
+        raise ValueError(f"need native > multiple >= 1 (px), got native={native}, "
+                         f"multiple={multiple}")
+    steps = round((native - native / math.sqrt(2)) / multiple)
+    return native - max(1, steps) * multiple
+
+
+def _parts(model: nn.Module, trainable: str) -> list[nn.Module]:
+    if trainable not in TRAINABLE:
+        raise ValueError(f"unknown trainable {trainable!r}: choose one of {sorted(TRAINABLE)}")
+    if not all(hasattr(model, a) for a in ("stages", "head", "classifier")):
+        raise TypeError(f"{type(model).__name__} is not an ev2lite EfficientNet (needs "
+                        "stages, head and classifier): build it with ev2lite.create_model")
+    named = {"last_stage": model.stages[-1], "head": model.head, "classifier": model.classifier}
+    return [named[name] for name in TRAINABLE[trainable]]
+
+
+def _stay_in_eval(module: nn.Module, args: tuple) -> None:
+    module.eval()  # returns None: the forward's inputs are left unchanged
+
+
+@contextmanager
+def only_last_layers(model: nn.Module, trainable: str = "head") -> Iterator[list[nn.Module]]:
+    """Within the ``with`` block only the last layers of ``model`` train; yields the frozen
+    top-level modules.
+
+    ``trainable`` is a key of :data:`TRAINABLE`. Every other parameter gets
+    ``requires_grad=False`` and every module holding one is kept in eval mode (a forward
+    pre-hook calls ``.eval()`` even after ``model.train()``), so frozen BatchNorm layers neither
+    use batch statistics nor update their running ones, and frozen blocks skip stochastic depth.
+    On exit the ``requires_grad`` flags are restored and the hooks removed. Raises
+    ``ValueError`` for an unknown ``trainable`` and ``TypeError`` for a model that is not an
+    ev2lite EfficientNet.
+    """
+    keep = _parts(model, trainable)
+    frozen = [m for m in (model.stem, *model.stages, model.head, model.classifier)
+              if m not in keep]
+    flags = {p: p.requires_grad for p in model.parameters()}
+    hooks = [m.register_forward_pre_hook(_stay_in_eval) for m in frozen]
+    for m in frozen:
+        m.requires_grad_(False)
+    try:
+        yield frozen
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def finetune_last_layers(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset,
+                         image_size: int, epochs: int = 1, recipe: Recipe = Recipe(), *,
+                         trainable: str = "head", progress: bool = False) -> pd.DataFrame:
+    """Fine-tune the last layers of a trained ``model`` at ``image_size`` px and test there.
+
+    Runs :func:`ev2lite.train.fit` for one ``Stage(epochs, image_size)`` (no RandAugment, mixup
+    or CutMix) with ``recipe`` evaluated at ``image_size``, inside :func:`only_last_layers`
+    (``trainable``: ``"head"`` or ``"last_stage"``). Returns fit's history (its
+    ``train_time_s`` is the fine-tune's own cost). ``fit``'s loader still takes random crops and
+    flips of the training images at ``image_size``; Graphcore fine-tuned on test-style
+    preprocessing (whole images), which this loop does not offer. Raises what
+    :func:`only_last_layers` and ``fit`` raise.
+    """
+    with only_last_layers(model, trainable):
+        return fit(model, train_set, test_set, [Stage(epochs, image_size)],
+                   replace(recipe, eval_size=image_size), progress=progress)
+
+
+def resolution_sweep(make_model: Callable[[], nn.Module],
+                     data: tuple[ImageDataset, ImageDataset], stages: list[Stage],
+                     test_sizes: list[int], recipe: Recipe, seed: int, *,
+                     finetune_epochs: int = 1, finetune_recipe: Recipe | None = None,
+                     trainable: str = "head") -> pd.DataFrame:
+    """Train one seeded model through ``stages``, then test it at every size of ``test_sizes``
+    (px) as trained and after :func:`finetune_last_layers` at that size (on a copy).
+
+    ``torch.manual_seed(seed)`` before ``make_model()``; ``recipe`` (with ``seed``) trains,
+    ``finetune_recipe`` (default ``recipe``) fine-tunes. Returns one row per (test size,
+    fine-tuned or not): ``train_size`` (the last stage's), ``test_size``, ``finetuned``,
+    ``test_acc`` (0-1), ``train_time_s`` (the main training's seconds), ``finetune_time_s``
+    (0 without fine-tune) and ``seed``. Raises what ``fit`` raises.
+    """
+    train_set, test_set = data
+    recipe = replace(recipe, seed=seed)
+    finetune_recipe = replace(finetune_recipe or recipe, seed=seed)
+    torch.manual_seed(seed)
+    model = make_model()
+    history = fit(model, train_set, test_set, stages, recipe, progress=False)
+    rows = []
+    for size in test_sizes:
+        loader = Loader(test_set, recipe.eval_batch_size, train=False, image_size=size,
+                        channels_last=recipe.channels_last)
+        rows.append({"test_size": size, "finetuned": False, "finetune_time_s": 0.0,
+                     "test_acc": evaluate(model, loader, recipe.precision)[1]})
+        tuned = finetune_last_layers(copy.deepcopy(model), train_set, test_set, size,
+                                     finetune_epochs, finetune_recipe, trainable=trainable)
+        rows.append({"test_size": size, "finetuned": True,
+                     "finetune_time_s": tuned.train_time_s.iloc[-1],
+                     "test_acc": tuned.test_acc.iloc[-1]})
+    return pd.DataFrame(rows).assign(train_size=stages[-1].image_size, seed=seed,
+                                     train_time_s=history.train_time_s.iloc[-1])
