@@ -75,7 +75,7 @@ HELP = {
         "momentum": "momentum of SGD or RMSProp",
         "weight_decay": "L2 weight decay, not on norm and bias parameters",
         "lr_schedule": "after warmup: cosine to zero, or exponential (x lr-decay every "
-                       "lr-decay-epochs)",
+                       "lr-decay-epochs), or constant (fine-tuning)",
         "warmup_epochs": "linear learning-rate warmup, in epochs (fractions allowed)",
         "lr_decay": "factor of the exponential schedule",
         "lr_decay_epochs": "epochs between two decays of the exponential schedule",
