@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
+import functools
 from collections.abc import Callable, Iterable
 from itertools import chain, repeat
 
@@ -44,11 +45,20 @@ PRECISIONS = ("fp32", "bf16")
 MIB = 2 ** 20
 
 
-def _meta_model(name: str) -> nn.Module:
-    """``ev2lite.create_model(name)`` built on the meta device: shapes only, no memory."""
-    from .models import create_model
+@functools.lru_cache(maxsize=None)
+def meta_model(name: str) -> nn.Module:
+    """An ``ev2lite.create_model`` name, or ``timm:<name>`` for a timm architecture, built on the
+    meta device (shapes only: no memory, no weights) once per process (building a large timm
+    model takes seconds: its weight initialisation runs even on the meta device). Treat the
+    returned module as read-only: it is shared. Raises ``ValueError`` for an unknown name."""
     with torch.device("meta"):
-        return create_model(name)
+        if not name.startswith("timm:"):
+            from .models import create_model
+            return create_model(name)
+        import timm
+        if not timm.is_model(name[5:]):
+            raise ValueError(f"timm has no model {name[5:]!r} (see timm.list_models())")
+        return timm.create_model(name[5:], pretrained=False)
 
 
 def count_params(model: nn.Module | str) -> int:
@@ -59,7 +69,7 @@ def count_params(model: nn.Module | str) -> int:
     rounds it to 22M). Raises ``ValueError`` for an unknown model name.
     """
     if isinstance(model, str):
-        model = _meta_model(model)
+        model = meta_model(model)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -86,7 +96,7 @@ def multiply_adds(model: nn.Module | str, image_size: int, batch: int = 1, *,
             than an ev2lite model's output stride), or an unknown model name.
     """
     if isinstance(model, str):
-        model = _meta_model(model)
+        model = meta_model(model)
     tensors = chain(model.named_parameters(), model.named_buffers())
     meta = {name: t.to("meta") for name, t in tensors}
     x = torch.empty(batch, in_channels, image_size, image_size, device="meta")

@@ -33,7 +33,6 @@ rule our value must satisfy), ``measured_as`` (what we measure, in words).
 
 from __future__ import annotations
 
-import functools
 import html
 import inspect
 import io
@@ -48,6 +47,8 @@ import pandas as pd
 
 from .paper import PAPER_DIR
 from .results import RESULTS_DIR
+from .measure import count_params, meta_model, multiply_adds
+from .study import time_to_reach
 
 CLAIMS_CSV = PAPER_DIR / "claims.csv"
 CLAIM_COLUMNS = ("id", "claim", "paper_value", "source", "result", "where", "measure", "versus",
@@ -75,23 +76,6 @@ def _measure(fn: Callable[..., float]) -> Callable[..., float]:
     return fn
 
 
-@functools.lru_cache(maxsize=None)
-def meta_model(name: str):
-    """An ``ev2lite.create_model`` name, or ``timm:<name>`` for a timm architecture, built on the
-    meta device (shapes only: no memory, no weights) once per process (building a large timm
-    model takes seconds: its weight initialisation runs even on the meta device). Raises
-    ``ValueError`` for an unknown name."""
-    import torch
-    with torch.device("meta"):
-        if not name.startswith("timm:"):
-            from .models import create_model
-            return create_model(name)
-        import timm
-        if not timm.is_model(name[5:]):
-            raise ValueError(f"timm has no model {name[5:]!r} (see timm.list_models())")
-        return timm.create_model(name[5:], pretrained=False)
-
-
 def count_models(models: dict[str, tuple[str, int | None]]) -> pd.DataFrame:
     """Parameters and multiply-adds of architectures named as in :data:`TABLE1_MODELS`
     (``label -> (meta_model name, image size in px or None)``), counted on the meta device.
@@ -99,7 +83,6 @@ def count_models(models: dict[str, tuple[str, int | None]]) -> pd.DataFrame:
     Columns: ``model`` (the label), ``architecture``, ``image_size``, ``params``,
     ``multiply_adds`` (per image, one forward pass: the paper's "FLOPs"; NaN without a size).
     """
-    from .measure import count_params, multiply_adds
     rows = []
     for label, (name, size) in models.items():
         model = meta_model(name)
@@ -112,7 +95,6 @@ def count_models(models: dict[str, tuple[str, int | None]]) -> pd.DataFrame:
 def parameter_ratio_resnet_rs_to_v2s() -> float:
     """Parameters of ResNet-RS-350 (timm, Figure 1(b)'s 164M at 84.0%) over our EfficientNetV2-S
     (21,458,488), both counted (Figure 1(b), Abstract: "up to 6.8x smaller")."""
-    from .measure import count_params
     resnet_rs, v2 = (meta_model(FIGURE1B_MODELS[k][0]) for k in ("ResNet-RS", "EfficientNetV2 (ours)"))
     return count_params(resnet_rs) / count_params(v2)
 
@@ -153,8 +135,7 @@ def time_to_accuracy_speedup(fixed: pd.DataFrame, progressive: pd.DataFrame) -> 
     Both are :func:`ev2lite.train.fit` histories (columns ``test_acc``, ``train_time_s``).
     """
     target = min(fixed.test_acc.max(), progressive.test_acc.max())
-    first = [h.train_time_s[h.test_acc >= target].iloc[0] for h in (fixed, progressive)]
-    return float(first[0] / first[1])
+    return time_to_reach(fixed, target) / time_to_reach(progressive, target)
 
 
 # ---------------------------------------------------------------------------------------------

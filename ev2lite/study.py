@@ -65,9 +65,10 @@ def paired_difference(runs: pd.DataFrame, by: str, arm: str, treatment: str, bas
 
 
 def time_to_reach(history: pd.DataFrame, accuracy: float) -> float:
-    """Training seconds (``train_time_s``) at the end of the first epoch of one run whose
-    ``test_acc`` is at least ``accuracy`` (a fraction, 0-1); NaN if the run never reaches it."""
-    reached = history.sort_values("epoch").query("test_acc >= @accuracy")
+    """Training seconds (``train_time_s``) at the end of the first epoch of one run (rows in
+    epoch order, as :func:`ev2lite.train.fit` returns them) whose ``test_acc`` is at least
+    ``accuracy`` (a fraction, 0-1); NaN if the run never reaches it."""
+    reached = history.query("test_acc >= @accuracy")
     return float(reached.train_time_s.iloc[0]) if len(reached) else float("nan")
 
 
@@ -82,11 +83,11 @@ def speedup_at_equal_accuracy(runs: pd.DataFrame, by: str, arm: str, baseline: s
     """
     rows = []
     for (group, seed), run in runs.groupby([by, "seed"]):
-        arms = {name: run[run[arm] == name] for name in (baseline, faster)}
+        arms = {name: run[run[arm] == name].sort_values("epoch") for name in (baseline, faster)}
         if any(a.empty for a in arms.values()):
             raise ValueError(f"{by}={group!r}, seed {seed}: needs runs with {arm} = "
                              f"{baseline!r} and {faster!r}, got {sorted(run[arm].unique())}")
-        accuracy = min(a.sort_values("epoch").test_acc.iloc[-1] for a in arms.values())
+        accuracy = min(a.test_acc.iloc[-1] for a in arms.values())
         seconds = {name: time_to_reach(a, accuracy) for name, a in arms.items()}
         rows.append({by: group, "seed": seed, "accuracy": accuracy,
                      f"{baseline}_s": seconds[baseline], f"{faster}_s": seconds[faster],
