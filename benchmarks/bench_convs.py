@@ -5,7 +5,7 @@
 The paper's argument for Fused-MBConv (Section 3.2): depthwise convolutions have few
 multiply-adds but cannot use modern accelerators fully, so they are slow in early layers (large
 maps, few channels). This script measures it on the device at hand with
-``ev2lite.measure.conv_cost_table`` (notebook 01 calls the same function): for each (resolution,
+``ev2lite.bottlenecks.conv_cost_table`` (notebook 01 calls the same function): for each (resolution,
 channels) pair, a C -> C convolution at stride 1 on a batch ``[32, C, H, H]`` runs forward and
 backward (gradients of the input and the weight, as inside a network), in fp32 and with bfloat16
 autocast, in NCHW and channels_last. The pairs are EfficientNet-B0's depthwise layers (expanded
@@ -16,7 +16,7 @@ multiply-adds/s and picoseconds per multiply-add, and ``x dense 3x3``: how many 
 multiply-add costs than one of the dense 3x3 convolution at the same size and settings. The
 variants of one pair take turns (``ev2lite.measure.time_interleaved``). A first printed table
 puts ps per multiply-add of the four settings side by side, with the speedups of bf16 and of
-channels_last (``ev2lite.measure.conv_cost_wide``).
+channels_last (``ev2lite.bottlenecks.conv_cost_wide``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from _common import options, save
-from ev2lite.measure import conv_cost_table, conv_cost_wide
+from ev2lite.bottlenecks import conv_cost_table, conv_cost_wide
 
 SETTINGS = {
     "full": {"pairs": [(64, 32), (32, 144), (16, 240), (8, 480), (4, 1152)], "batch": 32,

@@ -67,6 +67,8 @@ HELP = {
                             "(default: the model's)",
         "mix_mode": "with both mixup and CutMix on: choice (one per batch) or split (half a "
                     "batch each, the released code)",
+        "random_crop": "train on random crops and flips (--no-random-crop: whole images "
+                       "resized as at test time, for a fine-tune at the test resolution)",
     },
     Recipe: {
         "batch_size": "training images per step and process (global batch: x processes)",

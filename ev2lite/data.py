@@ -453,7 +453,9 @@ class Loader:
       torchvision's ``RandomResizedCrop``) resized straight to ``image_size`` (bilinear,
       antialiased), horizontal flip.
 
-    Test mode resizes the whole image to ``image_size`` (antialiased) with no randomness.
+    Test mode, or ``random_crop=False``, resizes the whole image to ``image_size``
+    (antialiased) with no crop or flip; ``train=True, random_crop=False`` still shuffles (the
+    test-style preprocessing Graphcore and FixRes fine-tune on at the test resolution).
     Then ``augment`` (if set) is applied to the uint8 batch ``[B, 3, S, S]``, with the global
     torch RNG seeded per batch from the loader's generator (so e.g. RandAugment is also
     reproducible), and the batch is converted to float and normalized with ``mean_std``.
@@ -465,6 +467,8 @@ class Loader:
         dataset: the images to batch.
         batch_size: examples per batch (per rank).
         train: shuffle and augment (True) or keep order and only resize (False).
+        random_crop: take random crops and flips of training images; default ``train``.
+            The attribute can be changed between epochs (``Stage.random_crop``).
         image_size: output side S in pixels; default the dataset's native size. The
             attribute can be changed between epochs (progressive learning).
         seed: non-negative base seed.
@@ -487,7 +491,8 @@ class Loader:
     def __init__(self, dataset: ImageDataset, batch_size: int, *, train: bool, image_size: int | None = None,
                  seed: int = 0, drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = True,
-                 mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> None:
+                 mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                 random_crop: bool | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -501,6 +506,7 @@ class Loader:
         self.dataset = dataset
         self.batch_size = batch_size
         self.train = train
+        self.random_crop = train if random_crop is None else random_crop
         self.image_size = image_size or dataset.image_size
         self.seed = seed
         self.epoch = 0
@@ -538,7 +544,7 @@ class Loader:
             yield batch
 
     def _batch(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.train:
+        if not self.random_crop:
             x = self._resize(self.dataset.images.index_select(0, index))
         elif self.dataset.image_size <= 64:
             x = self._resize(self._pad_crop_flip(index, generator))

@@ -94,6 +94,18 @@ class EfficientNet(nn.Module):
             for i, block in enumerate(blocks):
                 block.drop_path.p = stochastic_depth * i / len(blocks)
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The model's parts with parameters, by name, in the order the forward pass runs them.
+
+        Keys ``"stem"``, ``"stage 1"`` ... ``"stage N"`` (Table 4's numbering: ``"stage i"`` is
+        ``self.stages[i - 1]``), ``"head"`` (the 1x1 convolution and its norm) and
+        ``"classifier"``. The forward pass is stem, stages, head, pool, flatten, dropout,
+        classifier; pooling, flattening and dropout hold no parameters, so the parts' parameters
+        are all of the model's. The values are the model's own modules, not copies.
+        """
+        return {"stem": self.stem, **{f"stage {i}": s for i, s in enumerate(self.stages, 1)},
+                "head": self.head, "classifier": self.classifier}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W] -> [B, num_features, H / 32, W / 32]`` (before pooling)."""
         if min(x.shape[-2:]) < self.cfg.min_size:

@@ -92,11 +92,11 @@ def plot_blocks(blocks: dict, input_shape: tuple[int, int, int], title: str = ""
 
     ``blocks`` maps a title to a block module (e.g. ``ev2lite.blocks.MBConv``); each is drawn as a
     column of boxes, input at the top, one box per sub-module in the order it runs
-    (:func:`ev2lite.measure.block_table`: operator and output shape ``C x H x W`` from a
+    (:func:`ev2lite.bottlenecks.block_table`: operator and output shape ``C x H x W`` from a
     meta-device forward pass of ``input_shape = (C, H, W)``), and the residual addition when the
     block has one. Raises ``ValueError`` for an empty ``blocks`` or a bad ``input_shape``.
     """
-    from .measure import block_table
+    from .bottlenecks import block_table
 
     if not blocks:
         raise ValueError("blocks is empty: pass e.g. {'MBConv': MBConv(24, 24)}")

@@ -90,8 +90,8 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"pretrain_subset": 2000, "pretrain_test_subset": 500, "pretrain_epochs": 2,
                   "train_subset": 1000, "test_subset": 1000, "epochs": 2, "image_size": 64,
                   "randaugment": 5, "batch_size": 64, "seeds": [0]},
-        "full": {"pretrain_subset": None, "pretrain_test_subset": 1000, "pretrain_epochs": 3,
-                 "train_subset": 2000, "test_subset": 1000, "epochs": 2, "image_size": 64,
+        "full": {"pretrain_subset": None, "pretrain_test_subset": 1000, "pretrain_epochs": 4,
+                 "train_subset": 4000, "test_subset": 1000, "epochs": 3, "image_size": 64,
                  "randaugment": 5, "batch_size": 64, "seeds": [0, 1, 2]},
     },
     # 03_training_aware_nas, Section 3.3 and Figure 3: random search around the CPU-scale V2-B0
@@ -101,8 +101,8 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "num_samples": 2, "timing_repeats": 2},
         "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 2, "batch_size": 64,
                   "num_samples": 4, "timing_repeats": 3},
-        "full": {"train_subset": 1500, "test_subset": 500, "epochs": 2, "batch_size": 64,
-                 "num_samples": 8, "timing_repeats": 5},
+        "full": {"train_subset": 2500, "test_subset": 1000, "epochs": 3, "batch_size": 64,
+                 "num_samples": 24, "timing_repeats": 5},
     },
     # 01_training_bottlenecks, Section 3.2 and Table 2: throughput and memory vs image size and
     # batch (EfficientNet-B0 standing in for B6), convolution cost per stage, B4's stage costs.

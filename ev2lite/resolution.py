@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .data import ImageDataset, Loader
+from .models import EfficientNet
 from .train import Recipe, Stage, evaluate, fit
 
 TRAINABLE = {"head": ("head", "classifier"), "last_stage": ("last_stage", "head", "classifier")}
@@ -50,10 +51,11 @@ def half_pixel_size(native: int, multiple: int = 32) -> int:
 def _parts(model: nn.Module, trainable: str) -> list[nn.Module]:
     if trainable not in TRAINABLE:
         raise ValueError(f"unknown trainable {trainable!r}: choose one of {sorted(TRAINABLE)}")
-    if not all(hasattr(model, a) for a in ("stages", "head", "classifier")):
-        raise TypeError(f"{type(model).__name__} is not an ev2lite EfficientNet (needs "
-                        "stages, head and classifier): build it with ev2lite.create_model")
-    named = {"last_stage": model.stages[-1], "head": model.head, "classifier": model.classifier}
+    if not isinstance(model, EfficientNet):
+        raise TypeError(f"{type(model).__name__} is not an ev2lite EfficientNet: build it with "
+                        "ev2lite.create_model")
+    named = model.parts()
+    named["last_stage"] = named[f"stage {len(model.stages)}"]
     return [named[name] for name in TRAINABLE[trainable]]
 
 
@@ -75,8 +77,7 @@ def only_last_layers(model: nn.Module, trainable: str = "head") -> Iterator[list
     ev2lite EfficientNet.
     """
     keep = _parts(model, trainable)
-    frozen = [m for m in (model.stem, *model.stages, model.head, model.classifier)
-              if m not in keep]
+    frozen = [m for m in model.parts().values() if m not in keep]
     flags = {p: p.requires_grad for p in model.parameters()}
     hooks = [m.register_forward_pre_hook(_stay_in_eval) for m in frozen]
     for m in frozen:
@@ -95,16 +96,16 @@ def finetune_last_layers(model: nn.Module, train_set: ImageDataset, test_set: Im
                          trainable: str = "head", progress: bool = False) -> pd.DataFrame:
     """Fine-tune the last layers of a trained ``model`` at ``image_size`` px and test there.
 
-    Runs :func:`ev2lite.train.fit` for one ``Stage(epochs, image_size)`` (no RandAugment, mixup
-    or CutMix) with ``recipe`` evaluated at ``image_size``, inside :func:`only_last_layers`
+    Runs :func:`ev2lite.train.fit` for one ``Stage(epochs, image_size, random_crop=False)``
+    (whole training images resized as at test time, shuffled; no crops, flips, RandAugment,
+    mixup or CutMix: the test-style preprocessing Graphcore fine-tunes on, REFERENCE.md section
+    4) with ``recipe`` evaluated at ``image_size``, inside :func:`only_last_layers`
     (``trainable``: ``"head"`` or ``"last_stage"``). Returns fit's history (its
-    ``train_time_s`` is the fine-tune's own cost). ``fit``'s loader still takes random crops and
-    flips of the training images at ``image_size``; Graphcore fine-tuned on test-style
-    preprocessing (whole images), which this loop does not offer. Raises what
-    :func:`only_last_layers` and ``fit`` raise.
+    ``train_time_s`` is the fine-tune's own cost). Raises what :func:`only_last_layers` and
+    ``fit`` raise.
     """
     with only_last_layers(model, trainable):
-        return fit(model, train_set, test_set, [Stage(epochs, image_size)],
+        return fit(model, train_set, test_set, [Stage(epochs, image_size, random_crop=False)],
                    replace(recipe, eval_size=image_size), progress=progress)
 
 

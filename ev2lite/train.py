@@ -73,8 +73,10 @@ class Stage:
     ``cutmix_alpha``: Beta-distribution alphas (0 = off); ``dropout``: rate before the classifier
     and ``stochastic_depth``: largest drop probability of the last block (``None`` keeps the
     model's); ``mix_mode``: with both mixup and CutMix on, ``"choice"`` (one per batch) or
-    ``"split"`` (half a batch each, the released code). Raises ``ValueError`` for impossible
-    values (``STAGE_RULES``, ``MIX_MODES``).
+    ``"split"`` (half a batch each, the released code); ``random_crop``: training images are
+    random crops and flips (``True``) or whole images resized as at test time (``False``, for a
+    short fine-tune at the test resolution: Graphcore's reduced-resolution training, FixRes).
+    Raises ``ValueError`` for impossible values (``STAGE_RULES``, ``MIX_MODES``).
     """
 
     epochs: int
@@ -85,6 +87,7 @@ class Stage:
     dropout: float | None = None
     stochastic_depth: float | None = None
     mix_mode: str = "choice"
+    random_crop: bool = True
 
     def __post_init__(self):
         _check_rules(self, STAGE_RULES)
@@ -353,6 +356,7 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             train.set_epoch(epoch)
             train.image_size = stage.image_size
             train.augment = rand_augment(stage.randaugment)
+            train.random_crop = stage.random_crop
             mix = mixup_cutmix(stage.mixup_alpha, stage.cutmix_alpha, num_classes, stage.mix_mode)
             _set_regularization(model, stage)
             model.train()

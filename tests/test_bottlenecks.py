@@ -15,9 +15,9 @@ import torchvision
 from ev2lite import create_model
 from ev2lite.blocks import FusedMBConv, MBConv
 from ev2lite.configs import FUSED, MBCONV, with_fused_stages
-from ev2lite.measure import (CONV_KINDS, block_table, compare_train_steps, conv_cost_table,
-                             conv_cost_wide, count_params, memory_capacity, multiply_adds,
-                             peak_train_memory, stage_costs, stage_counts, train_memory_fit)
+from ev2lite.bottlenecks import (CONV_KINDS, block_table, conv_cost_table, conv_cost_wide,
+                                 memory_capacity, stage_costs, stage_counts, train_memory_fit)
+from ev2lite.measure import compare_train_steps, count_params, multiply_adds, peak_train_memory
 from ev2lite.models import EfficientNet, get_config
 
 matplotlib.use("Agg")

@@ -230,6 +230,20 @@ def test_images_stay_with_labels(size):
     assert torch.equal(x, y.float().view(-1, 1, 1, 1).expand_as(x))
 
 
+@pytest.mark.parametrize("native", [8, 96])
+def test_no_random_crop_gives_test_images_in_shuffled_order(native):
+    """Stage.random_crop=False (fine-tuning at the test resolution): shuffled, but every image
+    is the whole test-mode image, not a crop or a flip."""
+    ds = synthetic(40, native)
+    loader = Loader(ds, 10, train=True, image_size=12, seed=1, mean_std=PIXELS, random_crop=False)
+    x, y = epoch(loader)
+    test_x, test_y = epoch(Loader(ds, 10, train=False, image_size=12, mean_std=PIXELS))
+    assert not torch.equal(y, test_y)  # still shuffled
+    assert torch.equal(x, test_x[y])
+    assert Loader(ds, 10, train=True, mean_std=PIXELS).random_crop
+    assert not Loader(ds, 10, train=False, mean_std=PIXELS).random_crop
+
+
 def test_pad_crop_flip_is_a_reflect_padded_crop():
     ds = synthetic(16, 8)
     x, y = next(iter(Loader(ds, 16, train=True, mean_std=PIXELS)))

@@ -228,6 +228,16 @@ def test_finetune_changes_only_the_last_layers(one_thread, trainable, changed):
     assert "head.bn.running_mean" in moved  # the head's norm adapts to the new size
 
 
+def test_finetune_trains_on_whole_images_as_at_test_time(one_thread, monkeypatch):
+    from ev2lite.data import Loader
+    crops, real_batch = set(), Loader._batch
+    monkeypatch.setattr(Loader, "_batch", lambda self, *a: crops.add(
+        (self.train, self.random_crop)) or real_batch(self, *a))
+    finetune_last_layers(ev2lite.create_model("efficientnetv2_cifar", num_classes=10),
+                         tiny_data(32, 0), tiny_data(20, 1), 40, recipe=Recipe(batch_size=16))
+    assert crops == {(True, False), (False, False)}  # no random crops or flips, in either loader
+
+
 def test_only_last_layers_refuses_unknown_parts_and_foreign_models():
     model = ev2lite.create_model("efficientnetv2_cifar", num_classes=10)
     with pytest.raises(ValueError, match="unknown trainable"):

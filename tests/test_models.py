@@ -99,6 +99,17 @@ def test_no_se_in_fused_stages_and_se_in_mbconv_stages():
             assert isinstance(block.se, SqueezeExcite) == isinstance(block, MBConv)
 
 
+@pytest.mark.parametrize("name,n_stages", [("efficientnetv2_s", 6), ("efficientnet_b0", 7)])
+def test_parts_cover_the_model_in_forward_order(name, n_stages):
+    with torch.device("meta"):
+        model = ev2lite.create_model(name)
+    parts = model.parts()
+    assert list(parts) == ["stem", *(f"stage {i}" for i in range(1, n_stages + 1)), "head",
+                           "classifier"]
+    assert parts["stage 1"] is model.stages[0] and parts["classifier"] is model.classifier
+    assert sum(n_params(part) for part in parts.values()) == n_params(model) == PARAMS[name]
+
+
 def test_stochastic_depth_schedule_is_linear_in_block_index():
     model = ev2lite.create_model("efficientnetv2_b0", stochastic_depth=0.2)
     blocks = [b for s in model.stages for b in s]

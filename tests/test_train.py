@@ -104,13 +104,17 @@ def test_stage_boundaries_change_the_live_model_and_data(cifar, monkeypatch):
     monkeypatch.setattr(train_module, "evaluate", spy_evaluate)
     monkeypatch.setattr(train_module, "rand_augment", lambda m: magnitudes.append(m) or real_rand_augment(m))
     model.register_forward_pre_hook(lambda m, args: sizes.add((m.training, args[0].shape[-1])))
+    crops, real_batch = set(), train_module.Loader._batch
+    monkeypatch.setattr(train_module.Loader, "_batch", lambda self, *a: crops.add(
+        (self.train, self.image_size, self.random_crop)) or real_batch(self, *a))
     stages = [Stage(1, 24, randaugment=0, dropout=0.1, stochastic_depth=0.0),
-              Stage(1, 32, randaugment=9, dropout=0.3, stochastic_depth=0.2)]
+              Stage(1, 32, randaugment=9, dropout=0.3, stochastic_depth=0.2, random_crop=False)]
     fit(model, cifar[0].subset(128), cifar[1], stages, RECIPE, progress=False)
     n = sum(len(s) for s in model.stages)
     assert seen == [(0.1, 0.0), (0.3, pytest.approx(0.2 * (n - 1) / n))]
     assert magnitudes == [0, 9]
     assert {size for training, size in sizes if training} == {24, 32}
+    assert {c for c in crops if c[0]} == {(True, 24, True), (True, 32, False)}
 
 
 def test_flip_evaluation_averages_each_image_with_its_mirror(cifar):
