@@ -15,6 +15,8 @@ PROFILE_NAMES = ("smoke", "quick", "full")
 # V2 model of similar accuracy).
 _V1_AND_V2 = ([f"efficientnet_b{i}" for i in range(8)]
               + [f"efficientnetv2_{s}" for s in ("s", "m", "l", "xl")])
+# Table 10: V1-B7 against V2-M, "with the same (progressive) training settings".
+_TABLE10_PAIR = ["efficientnet_b7", "efficientnetv2_m"]
 _TABLE11_PAIRS = [["efficientnet_b1", "efficientnetv2_b0"],
                   ["efficientnet_b2", "efficientnetv2_b1"],
                   ["efficientnet_b4", "efficientnetv2_b3"],
@@ -64,21 +66,23 @@ STUDIES: dict[str, dict[str, dict]] = {
                  "batch_size": 64, "seeds": [0, 1]},
     },
     # 04_architecture_and_scaling, Table 7 / Figure 5 (inference latency) and Table 11 (V2 vs V1
-    # training and inference throughput, pairs timed side by side). Images are timed at
-    # size_scale x each model's own size (1.0: the paper's sizes; full uses 0.4 so that all 12
-    # models fit in ~20 min of a shared 2-core CPU); counts are always exact, at full size.
+    # training and inference throughput, pairs timed side by side; table10_pair: Table 10's B7
+    # vs V2-M, timed the same way). Images are timed at size_scale x each model's own size (1.0,
+    # the paper's sizes, at full: ~15 min on an idle 2-core CPU); counts are always exact.
     "architecture_and_scaling": {
         "smoke": {"count_models": ["efficientnet_b0", "efficientnetv2_s"],
                   "latency_models": ["efficientnet_b0", "efficientnetv2_s"],
                   "latency_batch": 1, "size_scale": 0.25,
-                  "pairs": [["efficientnet_b1", "efficientnetv2_b0"]],
+                  "pairs": [["efficientnet_b1", "efficientnetv2_b0"]], "table10_pair": _TABLE10_PAIR,
                   "train_batch": 2, "infer_batch": 2, "warmup": 0, "repeats": 2},
         "quick": {"count_models": _V1_AND_V2[:6] + _V1_AND_V2[8:10],
                   "latency_models": _V1_AND_V2[:6] + _V1_AND_V2[8:10],
                   "latency_batch": 1, "size_scale": 0.4, "pairs": _TABLE11_PAIRS,
+                  "table10_pair": _TABLE10_PAIR,
                   "train_batch": 2, "infer_batch": 2, "warmup": 1, "repeats": 2},
         "full": {"count_models": _V1_AND_V2, "latency_models": _V1_AND_V2,
-                 "latency_batch": 1, "size_scale": 0.4, "pairs": _TABLE11_PAIRS,
+                 "latency_batch": 1, "size_scale": 1.0, "pairs": _TABLE11_PAIRS,
+                 "table10_pair": _TABLE10_PAIR,
                  "train_batch": 2, "infer_batch": 2, "warmup": 1, "repeats": 3},
     },
     # 08_transfer_learning, Table 8: pre-train on Imagenette, fine-tune on CIFAR-10 at 64 px
@@ -128,7 +132,7 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "test_subset": 1000, "epochs": 2, "batch_size": 128, "seeds": [0]},
         "full": {"speed_width": 1.0, "speed_size": 64, "speed_batch": 4,
                  "precisions": ["fp32", "bf16"], "warmup": 1, "repeats": 3,
-                 "train_subset": 1000, "test_subset": 1000, "epochs": 2, "batch_size": 100,
+                 "train_subset": 3000, "test_subset": 1000, "epochs": 4, "batch_size": 100,
                  "seeds": [0, 1, 2]},
     },
     # 09_practical_efficiency, Graphcore (REFERENCE.md section 4): G16 vs depthwise, BN vs GN vs
@@ -143,7 +147,7 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "image_size": 64, "batch_sizes": [8, 32], "native_size": 96,
                   "test_sizes": [64, 96, 128], "finetune_epochs": 1, "timing_batch": 32,
                   "timing_warmup": 1, "timing_repeats": 4, "seeds": [0]},
-        "full": {"train_subset": 800, "test_subset": 400, "epochs": 2, "batch_size": 32,
+        "full": {"train_subset": 2000, "test_subset": 500, "epochs": 3, "batch_size": 32,
                  "image_size": 64, "batch_sizes": [8, 32], "native_size": 96,
                  "test_sizes": [64, 96, 128], "finetune_epochs": 1, "timing_batch": 32,
                  "timing_warmup": 2, "timing_repeats": 6, "seeds": [0, 1]},

@@ -128,6 +128,22 @@ def fused_share_early_minus_late(search: pd.DataFrame) -> float:
 
 
 @_measure
+def v2_speedup_at_v1_accuracy(search: pd.DataFrame) -> float:
+    """How much faster the CPU-scale EfficientNetV2 (``efficientnetv2_cifar``, the search's
+    backbone) trains than the CPU-scale EfficientNet (``efficientnet_cifar``) to V1's accuracy,
+    from notebook 03's search (Abstract and Figure 1(a): "5x-11x faster"). Both train the same
+    number of steps; when V2 ends at least as accurate as V1, V2 needs at most V1's steps, so
+    V1's step time over V2's (measured side by side) is a lower bound of the speed-up. NaN (not
+    measured) when V2 ends less accurate: then this run cannot say how many steps it needs.
+
+    ``search``: columns ``name``, ``accuracy``, ``step_time_s``, as notebook 03 saves it.
+    """
+    rows = search.set_index("name")
+    v1, v2 = rows.loc["efficientnet_cifar"], rows.loc["efficientnetv2_cifar"]
+    return float(v1.step_time_s / v2.step_time_s) if v2.accuracy >= v1.accuracy else float("nan")
+
+
+@_measure
 def time_to_accuracy_speedup(fixed: pd.DataFrame, progressive: pd.DataFrame) -> float:
     """Training time the ``fixed`` run needs to first reach the best accuracy that *both* runs
     reach, over the ``progressive`` run's time (> 1: progressive is faster at equal accuracy).

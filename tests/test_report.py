@@ -115,6 +115,13 @@ def test_nas_measure_compares_fused_stages_early_and_late_on_the_front():
     assert math.isnan(report.fused_share_early_minus_late(search.assign(pareto=False)))
 
 
+def test_v2_speedup_counts_only_when_v2_reaches_v1s_accuracy():
+    search = pd.DataFrame({"name": ["efficientnetv2_cifar", "efficientnet_cifar", "sample_00"],
+                           "accuracy": [0.30, 0.28, 0.5], "step_time_s": [0.2, 0.3, 0.1]})
+    assert report.v2_speedup_at_v1_accuracy(search) == pytest.approx(1.5)
+    assert math.isnan(report.v2_speedup_at_v1_accuracy(search.assign(accuracy=[0.27, 0.28, 0.5])))
+
+
 def test_count_models_gives_exact_parameters_and_multiply_adds():
     counted = report.count_models({"B0": ("efficientnet_b0", 224), "V2-S": ("efficientnetv2_s", None)})
     assert counted.params.tolist() == [5_288_548, 21_458_488]  # torchvision's and timm's
