@@ -68,7 +68,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     # 04_architecture_and_scaling, Table 7 / Figure 5 (inference latency) and Table 11 (V2 vs V1
     # training and inference throughput, pairs timed side by side; table10_pair: Table 10's B7
     # vs V2-M, timed the same way). Images are timed at size_scale x each model's own size (1.0,
-    # the paper's sizes, at full: ~15 min on an idle 2-core CPU); counts are always exact.
+    # the paper's sizes, at full: about 3 min on an idle 2-core CPU); counts are always exact.
     "architecture_and_scaling": {
         "smoke": {"count_models": ["efficientnet_b0", "efficientnetv2_s"],
                   "latency_models": ["efficientnet_b0", "efficientnetv2_s"],
