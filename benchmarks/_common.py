@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -45,14 +44,6 @@ def options(description: str) -> argparse.Namespace:
     return args
 
 
-def cpu_name() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")),
-                platform.processor() or "unknown")
-
-
 def save(name: str, table: pd.DataFrame, args: argparse.Namespace, settings: dict,
          raw: list[dict]) -> None:
     """Print ``table`` and write it to ``<args.out>/<name>.csv``, provenance to ``<name>.json``."""
@@ -60,7 +51,7 @@ def save(name: str, table: pd.DataFrame, args: argparse.Namespace, settings: dic
     meta = {"name": name, "command": shlex.join(["python", *sys.argv]), "mode": args.mode,
             "settings": settings,
             "load_average_1_5_15_min": {"start": args.load_at_start, "end": os.getloadavg()},
-            "environment": {**environment(), "cpu": cpu_name(), "cpu_count": os.cpu_count()},
+            "environment": environment(),  # CPU model, cores, threads, load, CPU seconds
             "raw": raw}
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / f"{name}.csv", index=False, na_rep="n/a")

@@ -10,7 +10,7 @@ at most a quarter of the training time.
 Rows: CIFAR-10 train at 32 px, batch 128, against ``efficientnetv2_cifar``; Imagenette train at
 128 px (random-resized crops of the 160 px images), batch 64, against
 ``efficientnetv2_imagenette``; each without and with RandAugment
-(``ev2lite.augment.rand_augment(9)``: 2 operations per image, magnitude 9 on torchvision's 0-30
+(``ev2lite.augment.rand_augment(9)``: 2 operations per image, magnitude 9 on the paper's TF
 scale). The loader runs in train mode with its defaults (crop, flip, normalization,
 channels_last). The model step is ``ev2lite.measure.TrainStep`` with ev2lite's defaults
 (channels_last, fp32, all threads) on a synthetic batch of the same shape. Loader batches and

@@ -19,7 +19,8 @@ from _common import options, save
 from ev2lite import create_model
 from ev2lite.plots import save_figure
 from ev2lite.study import load_pair
-from ev2lite.train import Recipe, Stage, fit
+from ev2lite.recipe import Recipe, Stage
+from ev2lite.train import fit
 
 SETTINGS = {  # epochs, train/test subset
     "full": {"epochs": 9, "train_subset": None, "test_subset": None},

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from timm.layers import create_conv2d
 from torchvision.ops import StochasticDepth
 
 from .proxynorm import ProxyNormAct
@@ -31,6 +32,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 NORMS = ("bn", "gn", "ln", "gn_pn", "ln_pn")
 """Norm names accepted by :class:`ConvBNAct` (``ModelConfig.norm``); ``"*_pn"`` adds Proxy Norm."""
 GN_GROUPS = 4  # Graphcore's GroupNorm baseline (REFERENCE.md section 4)
+PADDINGS = ("symmetric", "same")
+"""Convolution paddings accepted by :class:`ConvBNAct` (``ModelConfig.padding``)."""
 
 
 def make_norm(name: str, channels: int, eps: float = 1e-3, momentum: float = 0.1,
@@ -62,31 +65,41 @@ def make_act(name: str) -> nn.Module:
 class ConvBNAct(nn.Module):
     """Conv (no bias) -> norm -> activation; ``act=None`` leaves the output linear.
 
-    Padding is ``kernel // 2`` (PyTorch-style symmetric, as torchvision and timm's non-``tf_``
-    models; TF's "SAME" padding differs only at stride 2 on even sizes). ``groups=channels``
-    makes the conv depthwise. ``norm`` is one of :data:`NORMS`: with ``"ln_pn"`` / ``"gn_pn"``
+    ``padding="symmetric"`` pads ``kernel // 2`` on every side (PyTorch-style, as torchvision and
+    timm's non-``tf_`` models); ``"same"`` is TensorFlow's "SAME" (as timm's ``tf_`` models:
+    timm's ``Conv2dSame`` pads from the input size at run time, the extra pixel at the bottom and
+    right), which differs only at stride 2 on even sizes. ``groups=channels`` makes the conv
+    depthwise. ``norm`` is one of :data:`NORMS`: with ``"ln_pn"`` / ``"gn_pn"``
     and an activation, ``bn`` is LayerNorm / GroupNorm without affine and ``act`` is
     :class:`~ev2lite.proxynorm.ProxyNormAct` (affine, activation, Proxy Norm; Graphcore's
     LN+PN); without an activation (the linear projection) it is the plain norm with affine, since
-    Proxy Norm corrects what an activation does. Raises ``ValueError`` for an unknown norm or
-    activation.
+    Proxy Norm corrects what an activation does. Raises ``ValueError`` for an unknown norm,
+    activation or padding.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1,
                  groups: int = 1, act: str | None = "silu", norm: str = "bn",
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.1):
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.1, padding: str = "symmetric"):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}: choose one of {', '.join(NORMS)}")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}: choose one of {', '.join(PADDINGS)}")
         base, _, proxy = norm.partition("_")
         proxy = bool(proxy and act)
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
-                              groups=groups, bias=False)
+        if padding == "same":
+            self.conv = create_conv2d(in_channels, out_channels, kernel, stride=stride,
+                                      padding="same", groups=groups, bias=False)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
+                                  groups=groups, bias=False)
         self.bn = make_norm(base, out_channels, bn_eps, bn_momentum, affine=not proxy)
         if proxy:
             self.act = ProxyNormAct(out_channels, make_act(act))
         else:
             self.act = make_act(act) if act else nn.Identity()
+
+    __jit_unused_properties__ = ["scale"]  # torch.jit.script compiles only forward
 
     @property
     def scale(self) -> nn.Parameter:
@@ -158,7 +171,7 @@ class MBConv(_Residual):
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
                  expand_ratio: int = 6, se_ratio: float = 0.25, drop_prob: float = 0.0,
                  act: str = "silu", norm: str = "bn", bn_eps: float = 1e-3,
-                 bn_momentum: float = 0.1, group_size: int = 1):
+                 bn_momentum: float = 0.1, group_size: int = 1, padding: str = "symmetric"):
         super().__init__(in_channels, out_channels, stride, drop_prob)
         mid = in_channels * expand_ratio
         if not (isinstance(group_size, int) and group_size >= 1 and mid % group_size == 0):
@@ -166,7 +179,7 @@ class MBConv(_Residual):
                 f"group_size {group_size!r} does not divide the {mid} channels of an MBConv "
                 f"spatial conv ({in_channels} in x expand ratio {expand_ratio}): choose a "
                 "positive divisor of every MBConv width (1 = depthwise, 16 = Graphcore's G16)")
-        nk = {"norm": norm, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        nk = {"norm": norm, "bn_eps": bn_eps, "bn_momentum": bn_momentum, "padding": padding}
         self.conv_pw = (ConvBNAct(in_channels, mid, 1, act=act, **nk) if expand_ratio != 1
                         else nn.Identity())
         self.conv_dw = ConvBNAct(mid, mid, kernel, stride, groups=mid // group_size, act=act,
@@ -193,10 +206,10 @@ class FusedMBConv(_Residual):
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
                  expand_ratio: int = 4, se_ratio: float = 0.0, drop_prob: float = 0.0,
                  act: str = "silu", norm: str = "bn", bn_eps: float = 1e-3,
-                 bn_momentum: float = 0.1):
+                 bn_momentum: float = 0.1, padding: str = "symmetric"):
         super().__init__(in_channels, out_channels, stride, drop_prob)
         mid = in_channels * expand_ratio if expand_ratio != 1 else out_channels
-        nk = {"norm": norm, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        nk = {"norm": norm, "bn_eps": bn_eps, "bn_momentum": bn_momentum, "padding": padding}
         self.conv_exp = ConvBNAct(in_channels, mid, kernel, stride, act=act, **nk)
         self.se = (SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), act) if se_ratio > 0
                    else nn.Identity())

@@ -9,8 +9,8 @@ Examples::
 A run is one fixed stage made from the stage flags (``--epochs``, ``--image-size``, ...), or the
 ``stages`` list of a ``--config`` file (YAML or JSON, the layout of ``metrics.json``'s
 ``config``). Flags given explicitly override the file; a stage flag overrides that field in
-every stage. Every flag is generated from the fields of :class:`Run`, :class:`~ev2lite.train.Stage`
-and :class:`~ev2lite.train.Recipe`, so the command line offers exactly what ``fit()`` takes.
+every stage. Every flag is generated from the fields of :class:`Run`, :class:`~ev2lite.recipe.Stage`
+and :class:`~ev2lite.recipe.Recipe`, so the command line offers exactly what ``fit()`` takes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import shlex
 import sys
 import typing
 from dataclasses import MISSING, asdict, dataclass, fields
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,15 @@ from .data import DATASETS, CorruptDatasetError, DatasetNotFoundError
 from .models import create_model, get_config
 from .results import environment
 from .study import load_pair
-from .train import RECIPE_CHOICES, CheckpointError, Recipe, Stage, fit
+from .recipe import RECIPE_CHOICES, Recipe, Stage
+from .seeds import stream_seed
+from .train import CheckpointError, check_sizes, fit
+
+
+try:
+    __version__ = version("ev2lite")
+except PackageNotFoundError:  # run from a source tree that was not installed
+    __version__ = "unknown"
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ HELP = {
         "epochs": "epochs of training (required unless --config lists stages)",
         "image_size": "training image side in px (default: the dataset's, "
                       + ", ".join(f"{d.native_size} for {n}" for n, d in DATASETS.items()) + ")",
-        "randaugment": "RandAugment magnitude, torchvision's 0-30 scale (0 = off)",
+        "randaugment": "RandAugment magnitude on the paper's TF scale, 0-30 (10 = standard maximum; 0 = off)",
         "mixup_alpha": "mixup Beta(alpha, alpha) parameter (0 = off)",
         "cutmix_alpha": "CutMix Beta(alpha, alpha) parameter (0 = off)",
         "dropout": "dropout rate before the classifier, 0-1 (default: the model's)",
@@ -81,6 +90,8 @@ HELP = {
         "warmup_epochs": "linear learning-rate warmup, in epochs (fractions allowed)",
         "lr_decay": "factor of the exponential schedule",
         "lr_decay_epochs": "epochs between two decays of the exponential schedule",
+        "compile": "torch.compile the steps: off, on, or auto (only runs long enough to pay)",
+        "lr_staircase": "exponential schedule in steps (as the released code) rather than smooth",
         "label_smoothing": "label smoothing, 0-1",
         "ema_decay": "decay per step of an EMA of the weights, e.g. 0.9999, whose test accuracy "
                      "is reported ('none' = off, the default)",
@@ -121,6 +132,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
         hint, text = hints[field.name], HELP[cls][field.name]
         if field.default not in (MISSING, None):
             text += f" (default: {field.default})"
+        elif field.default_factory is not MISSING:  # a default that depends on the machine
+            text += f" (default on this machine: {field.default_factory()})"
         flag = "--" + field.name.replace("_", "-")
         if hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
@@ -138,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [--config FILE] [--out DIR] [--model NAME] [--epochs N] [options]",
         description="Train an ev2lite model on CIFAR-10 or Imagenette with ev2lite.train.fit. "
                     "Multi-process: torchrun --nproc_per_node=N -m ev2lite.train ...")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="YAML or JSON file: {model, dataset, train_subset, test_subset, "
                              "recipe: {...}, stages: [{epochs, image_size, ...}, ...]}; "
@@ -152,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress bars")
     _add_fields(parser, Run, "what to train")
     _add_fields(parser, Stage, "one fixed stage (with --config: overrides every stage)")
-    _add_fields(parser, Recipe, "recipe (ev2lite.train.Recipe)")
+    _add_fields(parser, Recipe, "recipe (ev2lite.recipe.Recipe)")
     return parser
 
 
@@ -209,19 +223,27 @@ def train_from_args(args: dict, rank: int, device: torch.device) -> tuple[pd.Dat
     config = read_config(args["config"]) if "config" in args else {"recipe": {}, "stages": [{}]}
     run = Run(**{**_given(Run, config), **_given(Run, args)})
     recipe = Recipe(**{**config["recipe"], **_given(Recipe, args)})
-    get_config(run.model)  # an unknown name fails here, naming close matches
-    progress = args.get("progress", True) and rank == 0
-    download = args.get("download", False)
-    train_set, test_set = load_pair(run.dataset, run.train_subset, run.test_subset, recipe.seed,
-                                    download=download, progress=progress)
-    rows = [{"image_size": train_set.image_size, **row, **_given(Stage, args)}
+    model_config = get_config(run.model)  # an unknown name fails here, naming close matches
+    if run.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {run.dataset!r}: choose one of {', '.join(DATASETS)}")
+    # every value is checked before any data is read
+    rows = [{"image_size": DATASETS[run.dataset].native_size, **row, **_given(Stage, args)}
             for row in config["stages"]]
     if any("epochs" not in row for row in rows):
         raise ValueError("how many epochs? Give --epochs, or a --config whose stages set epochs")
     stages = [Stage(**row) for row in rows]
-    torch.manual_seed(recipe.seed)
-    model = create_model(run.model, num_classes=len(train_set.classes))
+    check_sizes(model_config, stages, recipe)
+    resolved = {**asdict(run), "recipe": asdict(recipe), "stages": [asdict(s) for s in stages]}
     out = args.get("out")
+    if out and finished(out, resolved):
+        raise AlreadyComplete(f"{out} already holds this finished run ({out / 'metrics.json'}); "
+                              "delete the folder or choose another --out to train again")
+    progress = args.get("progress", True) and rank == 0
+    download = args.get("download", False)
+    train_set, test_set = load_pair(run.dataset, run.train_subset, run.test_subset, recipe.seed,
+                                    download=download, progress=progress)
+    torch.manual_seed(stream_seed(recipe.seed, "init"))  # as ev2lite.study.train_once
+    model = create_model(run.model, num_classes=len(train_set.classes))
     if out and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     history = fit(model, train_set, test_set, stages, recipe, progress=progress,
@@ -232,7 +254,26 @@ def train_from_args(args: dict, rank: int, device: torch.device) -> tuple[pd.Dat
         "train_time_s": float(final.train_time_s),
         "images_per_s": float(history.images_per_s.median()), "epochs": int(final.epoch),
         "params": sum(p.numel() for p in model.parameters()), "seed": recipe.seed,
-        "config": {**asdict(run), "recipe": asdict(recipe), "stages": [asdict(s) for s in stages]}}
+        "config": resolved}
+
+
+class AlreadyComplete(Exception):
+    """The ``--out`` folder already holds the finished run that was asked for."""
+
+
+def finished(out: Path, config: dict) -> bool:
+    """Whether ``out`` holds a finished run of exactly ``config`` (the resolved run, recipe and
+    stages of :func:`train_from_args`): its ``metrics.json`` records that config and its
+    ``checkpoint.pt`` reads and has trained every epoch (a damaged checkpoint is left to
+    :func:`~ev2lite.train.fit` to report)."""
+    out = Path(out)
+    try:
+        if json.loads((out / "metrics.json").read_text()).get("config") != json.loads(json.dumps(config)):
+            return False
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    except Exception:  # missing, unreadable or truncated files: not finished
+        return False
+    return state.get("epoch") == sum(stage["epochs"] for stage in config["stages"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     ``images_per_s`` (median over epochs, all processes together), ``epochs``, ``params``,
     ``seed``, the resolved ``config`` (a valid ``--config`` file), ``command``, ``world_size``
     and ``environment`` (:func:`~ev2lite.results.environment`: versions, device, threads).
-    Bad input (an unknown model or dataset, a missing dataset, a bad config, a checkpoint of
-    another run) prints one error line and exits with status 2 (``SystemExit``).
+    Every value is checked before any data is read. Bad input (an unknown model or dataset, a
+    missing dataset, a bad config or value, a checkpoint of another run) prints one error line
+    and exits with status 2 (``SystemExit``). An ``--out`` that already holds the same finished
+    run says so and returns 0 without loading anything.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -254,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     rank, world_size, device = distributed.init_from_env()
     try:
         history, metrics = train_from_args(args, rank, device)
+    except AlreadyComplete as done:
+        if rank == 0:
+            print(done)
+        return 0
     except (ValueError, DatasetNotFoundError, CorruptDatasetError, CheckpointError) as error:
         parser.error(" ".join(str(error).split()))  # one line, exit status 2
     finally:

@@ -116,6 +116,13 @@ class ModelConfig:
     ``"gn_pn"``, ``"ln_pn"``); ``group_size`` is the channels per group of MBConv's spatial conv
     (1 = depthwise; 16 = G16); ``expand_ratio``, when set, replaces the expand ratio of every
     MBConv stage whose ratio is above 1 (G16-EfficientNet lowers 6 to 4; :data:`G16`).
+    ``in_chans`` is the input's channels (3 for RGB). ``padding`` is ``"symmetric"`` (PyTorch's
+    ``kernel // 2``, as torchvision and timm's non-``tf_`` models) or ``"same"`` (TensorFlow's
+    "SAME", as timm's ``tf_`` models: needed to use weights ported from TensorFlow).
+    How images are prepared for the model (``EfficientNet.pretrained_cfg``, read by
+    ``timm.data.resolve_data_config``): ``dataset`` names the mean/std (``"imagenet"``, or a key
+    of ``ev2lite.data.NORMALIZATION``); evaluation resizes the shorter side to
+    ``eval_size / crop_pct`` with ``interpolation``, then centre-crops ``eval_size``.
     """
 
     name: str
@@ -136,6 +143,11 @@ class ModelConfig:
     zero_init_last: bool = False
     group_size: int = 1
     expand_ratio: int | None = None
+    in_chans: int = 3
+    padding: str = "symmetric"
+    dataset: str = "imagenet"
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
     notes: str = field(default="", compare=False)
 
     @property
@@ -179,14 +191,23 @@ G16 = {"group_size": 16, "expand_ratio": 4}
 channels per group, MBConv expand ratio 6 lowered to 4 (REFERENCE.md section 4)."""
 
 
+def _crop_pct(eval_size: int) -> float:
+    """Evaluation crop of V1 and V2-B0..B3: the central ``eval_size / (eval_size + 32)`` of the
+    shorter side, resized to ``eval_size`` (V1's released ``preprocessing.py``,
+    ``CROP_PADDING = 32``; timm's configs of the ported official weights, ``tf_*``). V2-S/M/L/XL
+    take the whole image (crop 1.0, as timm's ``tf_efficientnetv2_*`` and torchvision's V2)."""
+    return eval_size / (eval_size + 32)
+
+
 def _v1(name, width, depth, train_size, dropout, **kw) -> ModelConfig:
+    kw = {"bn_eps": 1e-5, "crop_pct": _crop_pct(train_size), **kw}
     return ModelConfig(name, V1_BASE, width, depth, train_size=train_size, eval_size=train_size,
-                       dropout=dropout, round_limit=0.9, bn_eps=kw.pop("bn_eps", 1e-5), **kw)
+                       dropout=dropout, round_limit=0.9, **kw)
 
 
 def _v2b(name, width, depth, train_size, eval_size, dropout) -> ModelConfig:
     return ModelConfig(name, V2_BASE, width, depth, train_size=train_size, eval_size=eval_size,
-                       dropout=dropout)
+                       dropout=dropout, crop_pct=_crop_pct(eval_size))
 
 
 # V1 B0-B4 follow torchvision's BatchNorm defaults (eps 1e-5); B5-B7 were ported with the TF
@@ -222,13 +243,17 @@ CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
 # gives 10-class logits of std ~3 (initial loss above ln 10) and full-strength residual branches
 # destabilise high-LR starts; measured on 5,000 CIFAR-10 images, 3 epochs at LR 0.2: 45% test
 # accuracy with it, 26% without.
+# Their images are prepared as ev2lite.data does: the whole image resized (bilinear, no crop) and
+# normalized with the dataset's statistics.
 _HALF = {"width_mult": 0.5, "depth_mult": 0.5, "dropout": 0.1, "zero_init_last": True}
+_CIFAR = {"stem_stride": 1, "dataset": "cifar10", "crop_pct": 1.0, "interpolation": "bilinear"}
+_NETTE = {"dataset": "imagenette", "crop_pct": 1.0, "interpolation": "bilinear"}
 SMALL_CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
-    ModelConfig("efficientnetv2_cifar", V2_BASE, stem_stride=1, train_size=32, eval_size=32,
-                **_HALF),
-    ModelConfig("efficientnetv2_imagenette", V2_BASE, train_size=128, eval_size=160, **_HALF),
-    _v1("efficientnet_cifar", 0.5, 0.5, 32, 0.1, stem_stride=1, zero_init_last=True),
-    _v1("efficientnet_imagenette", 0.5, 0.5, 128, 0.1, zero_init_last=True),
+    ModelConfig("efficientnetv2_cifar", V2_BASE, train_size=32, eval_size=32, **_HALF, **_CIFAR),
+    ModelConfig("efficientnetv2_imagenette", V2_BASE, train_size=128, eval_size=160, **_HALF,
+                **_NETTE),
+    _v1("efficientnet_cifar", 0.5, 0.5, 32, 0.1, zero_init_last=True, **_CIFAR),
+    _v1("efficientnet_imagenette", 0.5, 0.5, 128, 0.1, zero_init_last=True, **_NETTE),
 )}
 
 

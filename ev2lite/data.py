@@ -28,7 +28,9 @@ checksum: only their class folders are checked.
 indexing, cropping, flipping and resizing are done on uint8 batches (reflect-padded random
 crops as two gathers, random-resized crops as one antialiased resize per image), then one
 float conversion and normalization. The order and all random augmentation are a pure
-function of ``(seed, epoch)`` (and ``rank``), so a resumed run sees the same batches.
+function of ``(seed, epoch)`` (and ``rank``), each from its own stream
+(:func:`ev2lite.seeds.stream_seed`), so a resumed run sees the same batches and two seeds share
+no epoch's order.
 At test time the whole image is resized to ``image_size`` (no center crop).
 """
 
@@ -55,6 +57,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
+
+from .seeds import stream_seed
 
 __all__ = [
     "DATASETS",
@@ -161,6 +165,15 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ev2lite"
 
 
+def use_compile_cache() -> Path:
+    """Point ``torch.compile``'s (inductor's) on-disk cache at ``cache_dir() / "inductor"``
+    (unless ``TORCHINDUCTOR_CACHE_DIR`` is already set), so that compiled graphs outlive the
+    process: a later run, seed or notebook at the same image size reuses them. Returns it."""
+    folder = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @dataclass
 class ImageDataset:
     """A decoded dataset split held in memory.
@@ -206,7 +219,9 @@ class ImageDataset:
         """A class-stratified random subset of ``n`` examples, kept in dataset order.
 
         Each class gets ``n * class_count / len(self)`` examples, rounded so the total is
-        ``n`` (largest remainders first). The same ``(n, seed)`` always gives the same subset.
+        ``n`` (largest remainders first). The same ``(n, seed)`` always gives the same subset;
+        the draw is the ``"subset"`` stream of ``seed`` (:func:`ev2lite.seeds.stream_seed`), so
+        each seed of a study also trains on its own subset.
 
         Raises:
             ValueError: if not ``0 < n <= len(self)``.
@@ -214,7 +229,7 @@ class ImageDataset:
         total = len(self)
         if not 0 < n <= total:
             raise ValueError(f"subset size must be in [1, {total}], got {n}")
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(stream_seed(seed, "subset"))
         shuffled = torch.randperm(total, generator=generator)
         by_class = shuffled[torch.argsort(self.labels[shuffled], stable=True)]
         counts = torch.bincount(self.labels, minlength=len(self.classes))
@@ -235,7 +250,10 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         name: a key of ``DATASETS`` (``"cifar10"`` or ``"imagenette"``).
         split: ``"train"`` or ``"test"`` (Imagenette's ``"test"`` is its ``val`` folder).
         root: folder holding ``<name>.tar`` or ``<name>/``; default :func:`data_root`.
-        download: if nothing is found locally, download with torchvision into ``root``.
+        download: if nothing is found locally, download with torchvision into ``root``
+            (off by default: a library call never reaches the network unasked; the notebooks
+            ask, through :func:`ev2lite.study.load_pair`). The environment variable
+            ``EV2LITE_OFFLINE=1`` refuses every download (the test suite sets it).
         verify: also check the archive's sha256 (its size is always checked).
         progress: show a progress bar while decoding.
 
@@ -354,6 +372,9 @@ def _write_cache(path: Path, dataset: ImageDataset) -> None:
 
 
 def _download(info: DatasetInfo, split: str, root: Path) -> None:
+    if os.environ.get("EV2LITE_OFFLINE", "") not in ("", "0"):
+        raise DatasetNotFoundError(f"{_not_found_message(info, split, root)} Downloads are off "
+                                   "(EV2LITE_OFFLINE is set, as in the tests).")
     try:
         root.mkdir(parents=True, exist_ok=True)
         if info.name == "cifar10":
@@ -438,20 +459,22 @@ def _decode(data: bytes, member: str, size: int) -> torch.Tensor:
 class Loader:
     """Batches ``(x, y)`` from an :class:`ImageDataset`, computed on whole tensors (no workers).
 
-    Each epoch the dataset order is ``torch.randperm`` with a generator seeded ``seed + epoch``
-    (train) or the dataset order (test); rank ``r`` of ``world_size`` takes every
+    Each epoch the dataset order is ``torch.randperm`` with a generator seeded from the
+    ``"order"`` stream of ``(seed, epoch)`` (train; the same on every rank) or the dataset order
+    (test); rank ``r`` of ``world_size`` takes every
     ``world_size``-th example of it starting at ``r``, after dropping the last
     ``len(dataset) % world_size`` so every rank gets the same number. Call :meth:`set_epoch`
     before each epoch: batches are a pure function of (seed, epoch, rank, image_size, augment).
 
-    Train-mode augmentation on the uint8 batch, with a generator seeded from
-    (seed, epoch, rank):
+    Train-mode augmentation on the uint8 batch, with a generator seeded from the ``"augment"``
+    stream of (seed, epoch, rank):
 
     * native size <= 64 (CIFAR style): reflect-pad by ``native // 8``, random ``native``
       crop, horizontal flip, then an antialiased bilinear resize if ``image_size != native``;
-    * larger images: random-resized crop (area scale (0.35, 1), aspect ratio (3/4, 4/3), as
-      torchvision's ``RandomResizedCrop``) resized straight to ``image_size`` (bilinear,
-      antialiased), horizontal flip.
+    * larger images: random-resized crop as torchvision's ``RandomResizedCrop`` (area
+      ``crop_scale``, default (0.08, 1); aspect ratio (3/4, 4/3); 10 tries, then the whole
+      image, which is torchvision's centre-crop fallback for square images) resized straight to
+      ``image_size`` (bilinear, antialiased), horizontal flip.
 
     Test mode, or ``random_crop=False``, resizes the whole image to ``image_size``
     (antialiased) with no crop or flip; ``train=True, random_crop=False`` still shuffles (the
@@ -472,6 +495,8 @@ class Loader:
         image_size: output side S in pixels; default the dataset's native size. The
             attribute can be changed between epochs (progressive learning).
         seed: non-negative base seed.
+        crop_scale: ``(low, high)`` fraction of the image area a random-resized crop covers
+            (torchvision's ``scale``), ``0 < low <= high <= 1``.
         drop_last: drop the last incomplete batch; default ``train``.
         rank, world_size: this process's shard, ``0 <= rank < world_size``.
         augment: optional callable uint8 ``[B, 3, S, S]`` -> uint8 ``[B, 3, S, S]``;
@@ -484,17 +509,20 @@ class Loader:
         x: float32 ``[B, 3, S, S]``, normalized; y: int64 ``[B]``.
 
     Raises:
-        ValueError: bad batch size, rank/world size, fewer examples than ranks, or no
-            ``mean_std`` for a dataset not in ``NORMALIZATION``.
+        ValueError: bad batch size, rank/world size, crop scale, fewer examples than ranks, or
+            no ``mean_std`` for a dataset not in ``NORMALIZATION``.
     """
 
     def __init__(self, dataset: ImageDataset, batch_size: int, *, train: bool, image_size: int | None = None,
                  seed: int = 0, drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = True,
                  mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-                 random_crop: bool | None = None) -> None:
+                 random_crop: bool | None = None,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         if not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if len(dataset) < world_size:
@@ -516,6 +544,7 @@ class Loader:
         self.augment = augment
         self.channels_last = channels_last
         self.mean_std = mean_std
+        self.crop_scale = crop_scale
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
@@ -529,15 +558,15 @@ class Loader:
         """Dataset indices this rank visits this epoch, in order (int64 ``[len(dataset) // world_size]``)."""
         n = len(self.dataset)
         if self.train:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            generator = torch.Generator().manual_seed(stream_seed(self.seed, "order", self.epoch))
+            order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
         return order[self.rank: n - n % self.world_size: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices()
-        state = np.random.SeedSequence((self.seed, self.epoch, self.rank)).generate_state(1, np.uint64)[0]
-        generator = torch.Generator().manual_seed(int(state))
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, "augment", self.epoch, self.rank))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             with _one_thread():
                 batch = self._batch(indices[start:start + self.batch_size], generator)
@@ -580,7 +609,7 @@ class Loader:
     def _resized_crop_flip(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random-resized crop + flip, one antialiased resize per image: uint8 ``[B, 3, S, S]``."""
         n, size, batch, tries = self.dataset.image_size, self.image_size, len(index), 10
-        area = torch.empty(batch, tries).uniform_(0.35, 1.0, generator=generator) * n * n
+        area = torch.empty(batch, tries).uniform_(*self.crop_scale, generator=generator) * n * n
         ratio = torch.empty(batch, tries).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator).exp()
         width, height = (area * ratio).sqrt().round().long(), (area / ratio).sqrt().round().long()
         fits = (width <= n) & (height <= n)

@@ -20,7 +20,7 @@ from torch import nn
 from .measure import MIB, peak_train_memory
 
 if TYPE_CHECKING:
-    from .train import Recipe
+    from .recipe import Recipe
 
 # Python hides ResourceWarning by default; show ours (once per place, the "default" action).
 warnings.filterwarnings("default", category=ResourceWarning, module=r"ev2lite\.guard")
@@ -59,7 +59,7 @@ def train_memory_estimate(model: nn.Module, image_size: int, recipe: Recipe,
     """
     parts = peak_train_memory(model, image_size, PROBE_BATCH, channels_last=recipe.channels_last,
                               precision=recipe.precision, device=device,
-                              optimizer=recipe.optimizer)
+                              optimizer=recipe)
     fixed = parts["weights_mib"] + parts["gradients_mib"] + parts["optimizer_mib"]
     return round((fixed + parts["activations_mib"] * recipe.batch_size / PROBE_BATCH) * MIB)
 

@@ -25,10 +25,12 @@ threads wait for each other): compare only timings taken side by side, and look 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import time
 import functools
-from collections.abc import Callable, Iterable
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, repeat
 
 import numpy as np
@@ -38,6 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
+
+from .data import use_compile_cache
+from .recipe import RECIPE_CHOICES, Recipe, make_optimizer
 
 PRECISIONS = ("fp32", "bf16")
 MIB = 2 ** 20
@@ -150,11 +155,16 @@ class TrainStep:
         precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast of the forward pass (the loss
             is computed in fp32, as in ``ev2lite.train.fit``).
         device: default CUDA when available, else CPU.
-        optimizer: ``"sgd"`` (Nesterov momentum 0.9, one momentum buffer per parameter, as the
-            ev2lite recipe) or ``"rmsprop"`` (momentum 0.9: two buffers, the paper's optimizer).
+        optimizer: a :class:`~ev2lite.recipe.Recipe`, whose optimizer is built by
+            :func:`ev2lite.recipe.make_optimizer` exactly as :func:`ev2lite.train.fit` builds it
+            (weight-decay groups included), or the name of one: ``"sgd"`` (Nesterov momentum
+            0.9, one buffer per parameter) or ``"rmsprop"`` (timm's ``RMSpropTF``, momentum 0.9:
+            two buffers, the paper's optimizer), with a small learning rate (random data).
         batches: optional iterable of ``(x, y)`` batches (e.g. a ``DataLoader``); it is iterated
             again whenever it is exhausted, and each step's time then includes producing its
             batch and moving it to ``device``.
+        compile: run the forward pass through ``torch.compile`` as :func:`ev2lite.train.fit`
+            does with ``Recipe(compile="on")`` (the first call compiles: warm up before timing).
 
     Raises:
         ValueError: unknown ``precision`` or ``optimizer``.
@@ -162,21 +172,16 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, image_size: int, batch_size: int, *,
                  channels_last: bool = True, precision: str = "fp32",
-                 device: str | torch.device | None = None, optimizer: str = "sgd",
-                 batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 device: str | torch.device | None = None, optimizer: str | Recipe = "sgd",
+                 batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 compile: bool = False):
         _check_precision(precision)
         self.device = torch.device(device) if device else default_device()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.precision = precision
         self.model = _prepared_copy(model, self.device, channels_last).train()
-        if optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9,
-                                             nesterov=True, weight_decay=1e-5)
-        elif optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=1e-4, alpha=0.9,
-                                                 eps=1e-3, momentum=0.9, weight_decay=1e-5)
-        else:
-            raise ValueError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'rmsprop'")
+        self.optimizer = make_optimizer(self.model, timing_recipe(optimizer))
+        self.forward = _compiled(self.model) if compile else self.model
         if batches is None:
             x = torch.randn(batch_size, 3, image_size, image_size, device=self.device)
             x = x.contiguous(memory_format=self.memory_format)  # so __call__ does not convert it
@@ -189,14 +194,53 @@ class TrainStep:
         y = y.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)  # frees the last gradients before the forward
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-            logits = self.model(x)
+            logits = self.forward(x)
         F.cross_entropy(logits.float(), y).backward()
         self.optimizer.step()
+
+
+def _compiled(model: nn.Module) -> Callable:
+    use_compile_cache()
+    return torch.compile(model)
+
+
+def timing_recipe(optimizer: str | Recipe) -> Recipe:
+    """``optimizer`` itself if it is a :class:`~ev2lite.recipe.Recipe`, else a Recipe with that
+    optimizer name and a small learning rate (1e-3 SGD, 1e-4 RMSProp; weight decay 1e-5), so
+    that steps on random data stay finite. Raises ``ValueError`` for an unknown name."""
+    if isinstance(optimizer, Recipe):
+        return optimizer
+    if optimizer not in RECIPE_CHOICES["optimizer"]:
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose one of {RECIPE_CHOICES['optimizer']}")
+    return Recipe(optimizer=optimizer, lr=1e-3 if optimizer == "sgd" else 1e-4, weight_decay=1e-5)
 
 
 def _synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def machine_load() -> Iterator[dict]:
+    """Record how busy the machine was while the ``with`` block ran, to judge its timings.
+
+    Yields a dict filled on exit: ``wall_s`` and ``cpu_s`` (this process's CPU seconds, all its
+    threads), ``cpu_per_wall`` (about the thread count when nothing else competed),
+    ``load_1min`` (1-minute load average at the end; it counts this process too), ``cores``,
+    ``threads`` (torch's intra-op threads) and ``busy``: ``True`` when the load exceeded the
+    cores by more than half a core, or the process got under 75% of the CPU its threads could
+    use (``cpu_s < 0.75 * wall_s * min(threads, cores)``): timings taken then are not to be
+    reported as they are.
+    """
+    record: dict = {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield record
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    record.update(wall_s=wall, cpu_s=cpu, cpu_per_wall=cpu / wall if wall else float("nan"),
+                  load_1min=load, cores=cores, threads=threads,
+                  busy=bool(load > cores + 0.5 or cpu < 0.75 * wall * min(threads, cores)))
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], *, warmup: int = 3,
@@ -248,7 +292,7 @@ def summarize(seconds: list[float], batch_size: int, unit: str = "s") -> dict:
 def train_step_time(model: nn.Module, image_size: int, batch_size: int, *,
                     channels_last: bool = True, precision: str = "fp32", warmup: int = 3,
                     repeats: int = 10, device: str | torch.device | None = None,
-                    optimizer: str = "sgd") -> dict:
+                    optimizer: str | Recipe = "sgd") -> dict:
     """Time of one training step on a synthetic batch ``[batch_size, 3, S, S]``.
 
     The step is :class:`TrainStep` (forward, loss, backward, optimizer step of a copy of
@@ -279,18 +323,19 @@ class InferenceStep:
 
     def __init__(self, model: nn.Module, image_size: int, batch_size: int, *,
                  channels_last: bool = True, precision: str = "fp32",
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, compile: bool = False):
         _check_precision(precision)
         self.device = torch.device(device) if device else default_device()
         self.precision = precision
         self.model = _prepared_copy(model, self.device, channels_last).eval()
+        self.forward = _compiled(self.model) if compile else self.model
         self.x = torch.randn(batch_size, 3, image_size, image_size, device=self.device).contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def __call__(self) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
                                                     enabled=self.precision == "bf16"):
-            return self.model(self.x)
+            return self.forward(self.x)
 
 
 def inference_latency(model: nn.Module, image_size: int, batch_size: int, *,
@@ -316,7 +361,7 @@ def _nbytes(tensors: Iterable[torch.Tensor]) -> int:
 
 def peak_train_memory(model: nn.Module, image_size: int, batch_size: int, *,
                       channels_last: bool = True, precision: str = "fp32",
-                      device: str | torch.device | None = None, optimizer: str = "sgd") -> dict:
+                      device: str | torch.device | None = None, optimizer: str | Recipe = "sgd") -> dict:
     """Memory of one training step (:class:`TrainStep` on a synthetic batch), in MiB.
 
     Components (MiB): ``weights_mib`` (parameters and buffers), ``gradients_mib``,
@@ -377,7 +422,9 @@ def compare_train_steps(cases: dict[str, tuple[nn.Module, int, int]], *, baselin
     Returns one row per case: ``case``, ``image_size``, ``batch_size``, ``median_s`` (seconds per
     step), ``iqr_percent``, ``images_per_s`` and, with ``baseline`` (a label of ``cases``),
     ``speedup``: images/s relative to that case (paper Table 2 and Table 3 compare training
-    throughput in images/s). Raises ``ValueError`` for no cases or an unknown ``baseline``.
+    throughput in images/s), and the :func:`machine_load` of the run: ``load_1min``,
+    ``cpu_per_wall`` and ``busy`` (the same on every row). Raises ``ValueError`` for no cases or
+    an unknown ``baseline``.
     """
     if not cases or (baseline is not None and baseline not in cases):
         raise ValueError(f"need at least one case and a baseline among them, got "
@@ -385,14 +432,15 @@ def compare_train_steps(cases: dict[str, tuple[nn.Module, int, int]], *, baselin
     steps = {name: TrainStep(model, size, batch, channels_last=channels_last,
                              precision=precision, device=device)
              for name, (model, size, batch) in cases.items()}
-    seconds = time_interleaved(steps, warmup=warmup, repeats=repeats)
+    with machine_load() as load:
+        seconds = time_interleaved(steps, warmup=warmup, repeats=repeats)
     rows = []
     for name, (_, size, batch) in cases.items():
         stats = summarize(seconds[name], batch)
         rows.append({"case": name, "image_size": size, "batch_size": batch,
                      "median_s": stats["median_s"], "iqr_percent": stats["iqr_percent"],
                      "images_per_s": stats["images_per_s"]})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).assign(**{k: load[k] for k in ("load_1min", "cpu_per_wall", "busy")})
     if baseline is not None:
         table["speedup"] = table.images_per_s / table.set_index("case").images_per_s[baseline]
     return table

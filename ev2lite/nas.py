@@ -29,7 +29,7 @@ from .data import ImageDataset
 from .measure import compare_train_steps, count_params
 from .models import EfficientNet
 from .study import train_once
-from .train import Recipe, Stage
+from .recipe import Recipe, Stage
 
 W_STEP_TIME, V_PARAMS = -0.07, -0.05  # the paper's reward exponents (Section 3.3)
 

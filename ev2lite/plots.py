@@ -64,10 +64,46 @@ def plot_tradeoff(points: pd.DataFrame, x: str, y: str = "top1_pct", group: str 
     return ax
 
 
+
+def _short_name(model: str) -> str:
+    """Table 7's ``EfficientNet-B4`` / ``EfficientNetV2-S`` -> notebook 04's ``V1-B4`` / ``V2-S``."""
+    if model.startswith("EfficientNetV2-"):
+        return "V2-" + model.split("-", 1)[1]
+    return "V1-" + model.split("-", 1)[1] if model.startswith("EfficientNet-") else model
+
+
+def plot_step_time_accuracy(timings: pd.DataFrame, table7: pd.DataFrame, *,
+                            ax: plt.Axes | None = None) -> plt.Axes:
+    """The paper's Figure 3 (ImageNet top-1 against training step time, one curve per family)
+    with our measured CPU step times on the x-axis and the paper's accuracies on the y-axis.
+
+    ``timings``: one row per model as notebook 04 saves them (``04_table11_scaling_down``,
+    ``04_table10_same_training``): ``paper_name`` (``V1-B4``, ``V2-S``, ...),
+    ``train_images_per_s`` (one SGD step at each model's training size), optionally
+    ``paper_top1_pct`` (Table 11's accuracy). ``table7``: the paper's Table 7
+    (``ev2lite.paper.paper_table("table7_imagenet")``: ``model``, ``pretrain``, ``top1_pct``).
+    Each point's accuracy is Table 7's (ImageNet-only training) where it lists the model, else
+    the timings' ``paper_top1_pct``; models with neither are left out. x: milliseconds of
+    training per image (the step time over its batch), log scale. Draws on ``ax`` (a new
+    figure if ``None``) and returns it. Raises ``KeyError`` for a missing column.
+    """
+    paper = table7[table7.pretrain == "imagenet"]
+    accuracy = dict(zip(paper.model.map(_short_name), paper.top1_pct.astype(float)))
+    points = timings.drop_duplicates("paper_name").assign(
+        train_ms_per_image=lambda t: 1000 / t.train_images_per_s,
+        group=lambda t: t.paper_name.str.startswith("V2").map({True: "EfficientNetV2", False: "EfficientNet (V1)"}))
+    fallback = points["paper_top1_pct"] if "paper_top1_pct" in points else pd.Series(float("nan"), points.index)
+    points["top1_pct"] = points.paper_name.map(accuracy).fillna(fallback)
+    ax = plot_tradeoff(points.dropna(subset=["top1_pct"]), "train_ms_per_image", ax=ax, label="paper_name",
+                       logx=True)
+    ax.set(xlabel="training time per image on this CPU (ms, one SGD step / batch; log scale)",
+           ylabel="ImageNet top-1 (%), the paper's")
+    return ax
+
 def plot_schedule(stages, title: str = "") -> plt.Figure:
     """Image size and every scheduled regularization against epoch (paper Figure 4).
 
-    ``stages`` is a list of :class:`ev2lite.train.Stage`; one panel per quantity, drawn as steps.
+    ``stages`` is a list of :class:`ev2lite.recipe.Stage`; one panel per quantity, drawn as steps.
     Regularizers left at ``None`` or 0 in every stage are omitted.
     """
     fields = ["image_size", "randaugment", "mixup_alpha", "cutmix_alpha", "dropout", "stochastic_depth"]

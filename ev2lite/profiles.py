@@ -39,11 +39,11 @@ STUDIES: dict[str, dict[str, dict]] = {
     # 05_progressive_learning, Table 5: image size x RandAugment magnitude on Imagenette.
     "progressive_learning": {
         "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
-                  "sizes": [64, 96], "magnitudes": [0, 9], "seeds": [0]},
+                  "sizes": [64, 96], "magnitudes": [0, 3], "seeds": [0]},
         "quick": {"train_subset": 1500, "test_subset": 500, "epochs": 3, "batch_size": 64,
-                  "sizes": [64, 128], "magnitudes": [0, 18], "seeds": [0]},
+                  "sizes": [64, 128], "magnitudes": [0, 6], "seeds": [0]},
         "full": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "batch_size": 64,
-                 "sizes": [64, 128], "magnitudes": [0, 9, 18], "seeds": [0, 1, 2]},
+                 "sizes": [64, 128], "magnitudes": [0, 3, 6], "seeds": [0, 1, 2]},
     },
     # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize, vanilla vs
     # adaptive regularization, on Imagenette with the CPU preset (64 -> 128 px).
@@ -90,13 +90,13 @@ STUDIES: dict[str, dict[str, dict]] = {
     "transfer_learning": {
         "smoke": {"pretrain_subset": 100, "pretrain_test_subset": 50, "pretrain_epochs": 1,
                   "train_subset": 100, "test_subset": 50, "epochs": 1, "image_size": 64,
-                  "randaugment": 5, "batch_size": 50, "seeds": [0]},
+                  "randaugment": 2, "batch_size": 50, "seeds": [0]},
         "quick": {"pretrain_subset": 2000, "pretrain_test_subset": 500, "pretrain_epochs": 2,
                   "train_subset": 1000, "test_subset": 1000, "epochs": 2, "image_size": 64,
-                  "randaugment": 5, "batch_size": 64, "seeds": [0]},
+                  "randaugment": 2, "batch_size": 64, "seeds": [0]},
         "full": {"pretrain_subset": None, "pretrain_test_subset": 1000, "pretrain_epochs": 4,
                  "train_subset": 4000, "test_subset": 1000, "epochs": 3, "image_size": 64,
-                 "randaugment": 5, "batch_size": 64, "seeds": [0, 1, 2]},
+                 "randaugment": 2, "batch_size": 64, "seeds": [0, 1, 2]},
     },
     # 03_training_aware_nas, Section 3.3 and Figure 3: random search around the CPU-scale V2-B0
     # backbone on CIFAR-10, each candidate trained briefly; step time measured on this machine.

@@ -3,7 +3,7 @@
 Training is split into M stages. Stage i trains at image size S_i with regularization
 magnitudes phi_i, both linearly interpolated from the first values (S_0, phi_0) to the last
 (S_e, phi_e); weights, optimizer state and the learning-rate schedule carry over. Every function
-here returns a plain list of :class:`ev2lite.train.Stage` for :func:`ev2lite.train.fit`: there is
+here returns a plain list of :class:`ev2lite.recipe.Stage` for :func:`ev2lite.train.fit`: there is
 no second training loop.
 
 Two interpolations exist (REFERENCE.md section 3):
@@ -15,8 +15,8 @@ Two interpolations exist (REFERENCE.md section 3):
   computed but not applied (dropout stays at the model's value), and with both mixup and
   CutMix on each takes half of every batch (``Stage.mix_mode="split"``).
 
-Regularization keys are :class:`~ev2lite.train.Stage` fields: ``randaugment`` (torchvision
-0-30 scale, see :func:`ev2lite.augment.rand_augment`), ``mixup_alpha``, ``cutmix_alpha``,
+Regularization keys are :class:`~ev2lite.recipe.Stage` fields: ``randaugment`` (the paper's TF
+scale, see :func:`ev2lite.augment.rand_augment`), ``mixup_alpha``, ``cutmix_alpha``,
 ``dropout``, ``stochastic_depth``.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .train import Stage
+from .recipe import Stage
 
 REGULARIZERS = ("randaugment", "mixup_alpha", "cutmix_alpha", "dropout", "stochastic_depth")
 
@@ -123,23 +123,22 @@ def random_resize_stages(plan: ProgressivePlan, epochs: int, num_sizes: int = 4,
     return stages
 
 
-# Paper Table 6 (min -> max over 4 stages of ~87 epochs). RandAugment magnitudes are converted
-# from the TF scale (0-10, used by the paper) to torchvision's (0-30): x3, capped at 30, since
-# torchvision's scale stops at its maximum distortion (the paper's 15-25 extrapolate beyond it).
+# Paper Table 6 (min -> max over 4 stages of ~87 epochs), RandAugment magnitudes on the paper's TF
+# scale (ev2lite.augment.rand_augment). The released code uses 5 less at the top (REFERENCE.md 3).
 TABLE6 = {
-    "efficientnetv2_s": ProgressivePlan((128, 300), {"randaugment": (15, 30), "mixup_alpha": (0, 0),
+    "efficientnetv2_s": ProgressivePlan((128, 300), {"randaugment": (5, 15), "mixup_alpha": (0, 0),
                                                      "dropout": (0.1, 0.3)}, "Table 6, S"),
-    "efficientnetv2_m": ProgressivePlan((128, 380), {"randaugment": (15, 30), "mixup_alpha": (0, 0.2),
+    "efficientnetv2_m": ProgressivePlan((128, 380), {"randaugment": (5, 20), "mixup_alpha": (0, 0.2),
                                                      "dropout": (0.1, 0.4)}, "Table 6, M"),
-    "efficientnetv2_l": ProgressivePlan((128, 380), {"randaugment": (15, 30), "mixup_alpha": (0, 0.4),
+    "efficientnetv2_l": ProgressivePlan((128, 380), {"randaugment": (5, 25), "mixup_alpha": (0, 0.4),
                                                      "dropout": (0.1, 0.5)}, "Table 6, L"),
 }
 
 # CPU-scale presets for this project's small models (ours, not the paper's): the same shape as
 # Table 6, sizes fitted to the datasets' native resolutions (CIFAR-10 32 px, Imagenette 160 px).
 CPU_PRESETS = {
-    "cifar10": ProgressivePlan((16, 32), {"randaugment": (0, 9), "mixup_alpha": (0, 0.2),
+    "cifar10": ProgressivePlan((16, 32), {"randaugment": (0, 3), "mixup_alpha": (0, 0.2),
                                           "dropout": (0.05, 0.2)}, "ev2lite CPU preset"),
-    "imagenette": ProgressivePlan((64, 128), {"randaugment": (3, 12), "mixup_alpha": (0, 0.2),
+    "imagenette": ProgressivePlan((64, 128), {"randaugment": (1, 4), "mixup_alpha": (0, 0.2),
                                               "dropout": (0.1, 0.3)}, "ev2lite CPU preset"),
 }

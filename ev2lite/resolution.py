@@ -7,7 +7,7 @@ last layers for a short time (2 epochs) at the test resolution, choosing sizes w
 than in whole test images; training small and testing large cancels part of that, and the short
 fine-tune adapts the last layers (and their normalization) to the test-size statistics.
 
-:func:`finetune_last_layers` is ``ev2lite.train.fit`` with one :class:`~ev2lite.train.Stage` at
+:func:`finetune_last_layers` is ``ev2lite.train.fit`` with one :class:`~ev2lite.recipe.Stage` at
 the test size, run inside :func:`only_last_layers`, which freezes everything else;
 :func:`resolution_sweep` trains once and tests at several sizes, with and without the fine-tune.
 """
@@ -26,7 +26,8 @@ from torch import nn
 
 from .data import ImageDataset, Loader
 from .models import EfficientNet
-from .train import Recipe, Stage, evaluate, fit
+from .recipe import Recipe, Stage
+from .train import evaluate, fit
 
 TRAINABLE = {"head": ("head", "classifier"), "last_stage": ("last_stage", "head", "classifier")}
 """What :func:`only_last_layers` leaves trainable: the head (1x1 conv + norm) and classifier, or

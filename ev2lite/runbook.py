@@ -3,21 +3,29 @@
 ``python -m ev2lite.runbook --profile quick --out out/quick`` writes each executed notebook to
 ``OUT/NN_name.ipynb`` and its figures to ``OUT/figures/``, then ``OUT/index.html``: every executed
 notebook converted to HTML (``OUT/NN_name.html``) with its title and key figure
-(:func:`ev2lite.report.write_index`). A notebook reads its profile and output folder from the
-papermill parameters ``PROFILE`` and ``OUTPUT_DIR``. Stops at the first notebook that fails,
-naming it and the executed copy that holds the traceback (the index is written then too, the
-failed notebook marked).
+(:func:`ev2lite.index.write_index`). A notebook reads its profile and output folder from the
+papermill parameters ``PROFILE`` and ``OUTPUT_DIR``.
+
+It shows where it is: the notebook, a bar over its cells, and what the cells print (e.g. each
+finished training run). A failed or killed main job resumes: a notebook already executed without
+error into ``OUT`` with the same profile and the same code (its own source and ``ev2lite/``'s,
+hashed in ``OUT/.runbook/NN_name.json``) is skipped; ``--force`` runs it again. Stops at the
+first notebook that fails, naming it and the executed copy that holds the traceback (the index
+is written then too, the failed notebook marked).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import logging
 import sys
 import time
 from pathlib import Path
 
 from .profiles import PROFILE_NAMES
-from .report import write_index
+from .index import write_index
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -27,33 +35,84 @@ def executed(out: Path) -> list[Path]:
     return sorted(Path(out).glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_all(profile: str, out: Path, notebooks: list[Path] | None = None) -> list[Path]:
+def code_stamp(notebook: Path, profile: str) -> str:
+    """sha256 of what an executed notebook depends on: its source, the profile and every
+    ``ev2lite/*.py`` file (a change in any of them makes the executed copy stale)."""
+    digest = hashlib.sha256(profile.encode() + Path(notebook).read_bytes())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def up_to_date(notebook: Path, profile: str, out: Path) -> bool:
+    """Whether ``out`` holds ``notebook`` executed without error, with ``profile`` and the code
+    of now (:func:`code_stamp` recorded in ``out/.runbook/<name>.json`` after its run)."""
+    stamp = out / ".runbook" / f"{notebook.stem}.json"
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / notebook.name).is_file() and recorded.get("stamp") == code_stamp(notebook, profile)
+
+
+def _record(notebook: Path, profile: str, out: Path, seconds: float) -> None:
+    folder = out / ".runbook"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{notebook.stem}.json").write_text(json.dumps(
+        {"stamp": code_stamp(notebook, profile), "profile": profile, "seconds": round(seconds, 1),
+         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
+
+
+def run_all(profile: str, out: Path, notebooks: list[Path] | None = None, *,
+            force: bool = False, progress: bool = True) -> list[Path]:
     """Execute ``notebooks`` (default: all of ``notebooks/``, sorted) with ``profile``.
 
-    Returns the executed notebooks' paths and writes ``out/index.html`` linking every executed
-    notebook in ``out`` (these and any from earlier runs into ``out``; also when one fails).
-    Raises ``ValueError`` for an unknown profile and ``RuntimeError`` naming the first notebook
-    that failed.
+    Notebooks :func:`up_to_date` in ``out`` are skipped unless ``force``. With ``progress`` a
+    bar follows the cells and what they print is shown as it happens. Returns the executed
+    notebooks' paths (skipped ones included) and writes ``out/index.html`` linking every
+    executed notebook in ``out`` (also when one fails). Raises ``ValueError`` for an unknown
+    profile and ``RuntimeError`` naming the first notebook that failed.
     """
     import papermill as pm
 
     if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}: choose one of {PROFILE_NAMES}")
-    out = Path(out).resolve()
+    logger, shown = logging.getLogger("papermill"), logging.StreamHandler(sys.stdout)
+    if progress:  # papermill logs what the cells print through logging: show it, indented
+        shown.setFormatter(logging.Formatter("    %(message)s"))
+        logger.addHandler(shown)
+        logger.setLevel(logging.INFO)
+    try:
+        return _run(pm, profile, Path(out).resolve(), notebooks, force, progress)
+    finally:
+        logger.removeHandler(shown)
+
+
+def _run(pm, profile: str, out: Path, notebooks: list[Path] | None, force: bool,
+         progress: bool) -> list[Path]:
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    chosen = [Path(nb).resolve() for nb in notebooks] if notebooks else sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     done = []
-    for nb in notebooks or sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for number, nb in enumerate(chosen, 1):
         target = out / nb.name
+        label = f"[{profile} {number}/{len(chosen)}] {nb.name}"
+        if not force and up_to_date(nb, profile, out):
+            print(f"{label}: up to date in {out}, skipped (--force runs it again)", flush=True)
+            done.append(target)
+            continue
         start = time.perf_counter()
-        print(f"[{profile}] {nb.name} ...", flush=True)
+        print(f"{label} ...", flush=True)
         try:
             pm.execute_notebook(nb, target, parameters={"PROFILE": profile, "OUTPUT_DIR": str(out)},
-                                cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+                                cwd=str(nb.parent), progress_bar=progress, log_output=progress,
+                                kernel_name="python3")
         except Exception as e:
             write_index(out, executed(out))
             raise RuntimeError(f"notebook {nb.name} failed ({type(e).__name__}); the executed copy "
                                f"with the traceback is {target}") from e
-        print(f"[{profile}] {nb.name} done in {time.perf_counter() - start:.0f} s", flush=True)
+        seconds = time.perf_counter() - start
+        _record(nb, profile, out, seconds)
+        print(f"{label} done in {seconds:.0f} s", flush=True)
         done.append(target)
     index = write_index(out, executed(out))
     print(f"[{profile}] index of the executed notebooks: {index}", flush=True)
@@ -65,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick", choices=PROFILE_NAMES,
                         help="smoke (CI, < 1 min a notebook), quick (minutes), full (results/)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default out/PROFILE)")
+    parser.add_argument("--force", action="store_true",
+                        help="run notebooks again even if OUT holds them executed with this code")
+    parser.add_argument("--quiet", action="store_true", help="no cell progress or cell output")
     parser.add_argument("notebooks", nargs="*", type=Path, help="only these notebooks")
     args = parser.parse_args(argv)
     try:
-        run_all(args.profile, args.out or Path("out") / args.profile, args.notebooks or None)
+        run_all(args.profile, args.out or Path("out") / args.profile, args.notebooks or None,
+                force=args.force, progress=not args.quiet)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

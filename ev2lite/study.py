@@ -11,16 +11,22 @@ import torch
 from torch import nn
 
 from .data import ImageDataset, load_dataset
-from .train import Recipe, Stage, fit
+from .recipe import Recipe, Stage
+from .seeds import stream_seed
+from .train import fit
 
 
 def load_pair(name: str, train_subset: int | None = None, test_subset: int | None = None,
               seed: int = 0, *, download: bool = True,
               progress: bool = True) -> tuple[ImageDataset, ImageDataset]:
-    """Train and test splits of ``name``, optionally class-stratified subsets of the given sizes.
+    """Train and test splits of ``name``, optionally class-stratified subsets of the given sizes
+    (each drawn from the ``"subset"`` stream of ``seed``).
 
-    ``download`` fetches the data only where nothing is found locally (and a network exists).
-    Raises the data module's ``DatasetNotFoundError`` (with where it looked and what to do).
+    ``download`` defaults to ``True`` here, deliberately, unlike
+    :func:`ev2lite.data.load_dataset`: this is how the notebooks (the main job, ``make``) load
+    their data, so a new user with a network gets it fetched once where nothing is found
+    locally. ``EV2LITE_OFFLINE=1`` refuses the download (the tests and CI set it). Raises the
+    data module's ``DatasetNotFoundError`` (with where it looked and what to do).
     """
     train, test = (load_dataset(name, split, download=download, progress=progress)
                    for split in ("train", "test"))
@@ -32,14 +38,23 @@ def load_pair(name: str, train_subset: int | None = None, test_subset: int | Non
 
 
 def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, ImageDataset],
-               stages: list[Stage], recipe: Recipe, seed: int, **labels) -> pd.DataFrame:
-    """One seeded run: ``torch.manual_seed(seed)``, build the model, :func:`fit` it quietly.
+               stages: list[Stage], recipe: Recipe, seed: int, *, report: bool = True,
+               **labels) -> pd.DataFrame:
+    """One seeded run: seed the initialisation, build the model, :func:`fit` it quietly.
 
-    ``seed`` fixes initialisation, data order and augmentation. Returns the history with the
+    ``seed`` fixes initialisation (the ``"init"`` stream, :func:`ev2lite.seeds.stream_seed`),
+    data order, augmentation and dropout (``Recipe.seed``). With ``report`` it prints one line
+    when done (labels, seed, final test accuracy, training seconds), which the main job shows as
+    its progress. Returns the history with the
     ``labels`` (e.g. ``size=128, magnitude=9``) and ``seed`` added as columns.
     """
-    torch.manual_seed(seed)
+    torch.manual_seed(stream_seed(seed, "init"))
     history = fit(make_model(), *data, stages, replace(recipe, seed=seed), progress=False)
+    if report:
+        last = history.iloc[-1]
+        print(f"trained {', '.join(f'{k}={v}' for k, v in labels.items()) or 'run'}, seed {seed}: "
+              f"test accuracy {last.test_acc:.1%} after {int(last.epoch)} epochs, "
+              f"{last.train_time_s:.0f} s", flush=True)
     return history.assign(seed=seed, **labels)
 
 

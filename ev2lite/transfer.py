@@ -13,7 +13,7 @@ The paper's text and the released code (google/automl ``efficientnetv2/datasets.
   and RandAugment + cutout.
 
 :func:`finetune_recipe` follows REFERENCE.md (constant schedule, no weight decay; ev2lite has
-no cutout, so RandAugment is set on the :class:`~ev2lite.train.Stage`) and scales batch and
+no cutout, so RandAugment is set on the :class:`~ev2lite.recipe.Stage`) and scales batch and
 steps down to a CPU; ``lr_schedule="cosine"`` gives the paper's variant.
 
 Every model kind works: ours (:func:`ev2lite.create_model`, :func:`ev2lite.from_torchvision`),
@@ -32,7 +32,7 @@ from torch import nn
 
 from .data import ImageDataset
 from .study import train_once
-from .train import Recipe, Stage
+from .recipe import Recipe, Stage
 from .weights import load_weights
 
 # The fine-tuning recipe of REFERENCE.md section 2 at its original scale (see the module
@@ -90,7 +90,7 @@ def finetune_recipe(batch_size: int = 512, steps: int = 10_000, **changes) -> Re
     official 512), linear warmup over 1 epoch then ``"constant"``, no weight decay, label
     smoothing 0.1. The EMA decay keeps the official averaging horizon as a fraction of the run:
     ``0.9996 ** (10_000 / steps)`` (a horizon of ``1 / (1 - decay)`` = 25% of the steps; 0.9996
-    at 10,000 steps, about 0.988 at 300). ``changes`` override any :class:`~ev2lite.train.Recipe`
+    at 10,000 steps, about 0.988 at 300). ``changes`` override any :class:`~ev2lite.recipe.Recipe`
     field (e.g. ``warmup_epochs=0.5``, ``eval_size=64``). The fine-tuning :class:`Stage` should
     use the pre-trained model's evaluation image size, as the released code does. Raises
     ``ValueError`` for ``batch_size`` or ``steps`` below 1 (and the Recipe's own checks).

@@ -1,20 +1,30 @@
-"""Load torchvision's EfficientNet weights into ev2lite models.
+"""Move weights between ev2lite models and torchvision's (and timm's) EfficientNets.
 
 torchvision ships ImageNet weights for ``efficientnet_v2_s/m/l`` and ``efficientnet_b0..b7``.
 Our blocks register their parameters and buffers in the same order as torchvision's modules
 (stem, every block's expand / depthwise / SE / project, head, classifier), so the two state dicts
 pair up entry by entry; every pair is checked for shape before anything is copied. In eval mode
-the outputs then agree to float rounding (``tests/test_weights.py``).
+the outputs then agree to float rounding (``tests/test_weights.py``), both ways:
+:func:`from_torchvision` and :func:`to_torchvision`.
+
+timm's EfficientNets register theirs in the same order too, so :func:`load_state_dict_by_order`
+(and :func:`load_weights` for a file) loads their state dicts. timm's ``tf_*`` weights, ported
+from TensorFlow, need TensorFlow's "SAME" padding: build the model with ``padding="same"``
+(and ``bn_eps=1e-3`` for V1, whose TF weights use it), e.g.
+``create_model("efficientnetv2_b0", padding="same")`` for ``tf_efficientnetv2_b0``; outputs
+then equal timm's exactly (``tests/test_weights.py``).
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 
-from .models import EfficientNet, create_model
+from .models import EfficientNet, create_model, get_config
 
 # torchvision builder name -> ev2lite name
 TORCHVISION_NAMES = {
@@ -66,6 +76,31 @@ def from_torchvision(tv_model: nn.Module, name: str | None = None) -> EfficientN
             return model.train(tv_model.training)
     raise ValueError(f"no ev2lite model matches these weights (tried {candidates}); "
                      f"torchvision models supported: {sorted(TORCHVISION_NAMES)}")
+
+
+def to_torchvision(model: EfficientNet) -> nn.Module:
+    """torchvision's EfficientNet holding ``model``'s weights (the inverse of
+    :func:`from_torchvision`), on ``model``'s device and in its train/eval mode.
+
+    ``model`` must be one of torchvision's architectures unchanged (:data:`TORCHVISION_NAMES`;
+    only ``dropout`` and ``stochastic_depth`` may differ, and are passed on) with a linear
+    classifier on average pooling. Raises ``ValueError`` otherwise.
+    """
+    cfg = model.cfg
+    tv_names = {ours: theirs for theirs, ours in TORCHVISION_NAMES.items()}
+    if cfg.name not in tv_names:
+        raise ValueError(f"torchvision has no {cfg.name}: to_torchvision takes "
+                         f"{', '.join(sorted(tv_names))}")
+    reference = get_config(cfg.name, dropout=cfg.dropout, stochastic_depth=cfg.stochastic_depth)
+    changed = [f.name for f in fields(cfg) if getattr(cfg, f.name) != getattr(reference, f.name)]
+    if changed or not model.num_classes or model.pool.pool_type != "avg":
+        what = f"changed {changed}" if changed else "no linear classifier on average pooling"
+        raise ValueError(f"{cfg.name} with {what} has no torchvision counterpart")
+    tv = getattr(torchvision.models, tv_names[cfg.name])(
+        num_classes=model.num_classes, dropout=cfg.dropout,
+        stochastic_depth_prob=cfg.stochastic_depth)
+    load_state_dict_by_order(tv, model.state_dict())
+    return tv.to(model.head.conv.weight.device).train(model.training)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

@@ -1,7 +1,18 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules.
+
+No test reaches the network: ``EV2LITE_OFFLINE=1`` (set here, inherited by subprocesses) makes
+:mod:`ev2lite.data` refuse every download. Tests that need the real archives take them through
+:func:`real_split`, which skips with the reason when an archive is absent.
+"""
+
+import os
 
 import pytest
 import torch
+
+os.environ["EV2LITE_OFFLINE"] = "1"
+
+from ev2lite.data import DatasetNotFoundError, data_root, load_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -13,3 +24,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def load_real(name: str, split: str):
+    """The real split ``name``/``split`` (cached after the first decode), or skip the test."""
+    try:
+        return load_dataset(name, split, progress=False)
+    except DatasetNotFoundError:
+        pytest.skip(f"the {name} archive is not in {data_root()}: set EV2LITE_DATA to the folder "
+                    "holding it (../shared/datasets in this project)")
+
+
+@pytest.fixture(scope="session")
+def real_split():
+    """``real_split(name, split)``: a real dataset split, or a skip naming what is missing."""
+    return load_real
+
+
+@pytest.fixture
+def cifar_archive(real_split):
+    """For tests that train through the command line or a subprocess: skip without CIFAR-10."""
+    real_split("cifar10", "train")
+    real_split("cifar10", "test")

@@ -56,7 +56,7 @@ def test_benchmark_runs_tiny_and_writes_its_results(name, tiny_run):
     assert set(COLUMNS[name]) <= set(table.columns) and len(table) > 0
     meta = json.loads((out / f"{name}.json").read_text())
     assert meta["mode"] == "tiny" and f"benchmarks/{name}.py --tiny" in meta["command"]
-    assert {"torch", "threads", "cpu"} <= set(meta["environment"]) and meta["raw"]
+    assert {"torch", "threads", "cpu_model", "load_average", "process_cpu_s"} <= set(meta["environment"]) and meta["raw"]
     assert table.columns[-1] in run.stdout  # the table is printed
 
 

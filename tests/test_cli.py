@@ -11,7 +11,7 @@ import pytest
 
 import ev2lite.train as train_module
 from ev2lite.cli import main, read_config
-from ev2lite.train import Recipe
+from ev2lite.recipe import Recipe
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -37,7 +37,25 @@ def test_python_dash_m_ev2lite_train_is_the_command_line():
     assert "--batch-size" in result.stdout and "torchrun" in result.stdout
 
 
-def test_tiny_run_writes_history_checkpoint_metrics_and_a_rerun_resumes(tmp_path, monkeypatch):
+def test_version_and_python_dash_m_ev2lite(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("ev2lite-train ")
+    result = subprocess.run([sys.executable, "-m", "ev2lite", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--batch-size" in result.stdout, result.stderr
+
+
+def test_values_are_checked_before_any_data_is_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EV2LITE_DATA", str(tmp_path))  # no data here: a load would fail first
+    with pytest.raises(SystemExit) as stop:
+        main(["--epochs", "1", "--randaugment", "99"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Stage needs randaugment in [0, 30]" in err and "not found" not in err
+
+
+@pytest.mark.usefixtures("cifar_archive")
+def test_tiny_run_writes_history_checkpoint_metrics_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     command = [*TINY, "--epochs", "1", "--out", str(out)]
     assert main(command) == 0
@@ -53,11 +71,14 @@ def test_tiny_run_writes_history_checkpoint_metrics_and_a_rerun_resumes(tmp_path
         raise AssertionError("the rerun trained again instead of resuming")
 
     monkeypatch.setattr(train_module, "evaluate", no_training)  # called once per trained epoch
+    monkeypatch.setenv("EV2LITE_DATA", str(tmp_path))  # a finished run reads no data either
     assert main(command) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
     assert (out / "history.csv").read_text() == history
     assert json.loads((out / "metrics.json").read_text())["test_acc"] == metrics["test_acc"]
 
 
+@pytest.mark.usefixtures("cifar_archive")
 def test_yaml_config_with_two_stages_and_flags_overriding_it(tmp_path):
     config = tmp_path / "progressive.yaml"
     config.write_text("""

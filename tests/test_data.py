@@ -312,7 +312,18 @@ def test_failed_download_is_not_found(tmp_path, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(data.torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.delenv("EV2LITE_OFFLINE")  # CIFAR10 above is the "network" here
     with pytest.raises(DatasetNotFoundError, match="network is unreachable"):
+        load_dataset("cifar10", root=tmp_path, download=True)
+
+
+def test_offline_refuses_a_download_before_trying(tmp_path, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("tried the network")
+
+    monkeypatch.setattr(data.torchvision.datasets, "CIFAR10", must_not_run)
+    monkeypatch.setenv("EV2LITE_OFFLINE", "1")
+    with pytest.raises(DatasetNotFoundError, match="Downloads are off"):
         load_dataset("cifar10", root=tmp_path, download=True)
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 # Runs the command line in each process; "{rank}" in an argument becomes the process's rank, and
@@ -35,6 +36,7 @@ sys.exit(cli.main([arg.replace("{rank}", rank) for arg in sys.argv[2:]]))
 """
 
 
+@pytest.mark.usefixtures("cifar_archive")
 def test_two_processes_train_identical_weights_and_only_rank_0_writes(tmp_path):
     script = tmp_path / "run_rank.py"
     script.write_text(SCRIPT)

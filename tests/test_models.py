@@ -147,6 +147,13 @@ def test_too_small_image_gives_a_clear_error():
         model(torch.randn(1, 3, 16, 16))
 
 
+def test_bad_padding_and_dataset_are_refused():
+    with pytest.raises(ValueError, match="unknown padding 'valid'.*symmetric, same"):
+        ev2lite.create_model("efficientnetv2_cifar", padding="valid")
+    with pytest.raises(ValueError, match="no mean/std for dataset 'mnist'.*cifar10"):
+        ev2lite.create_model("efficientnetv2_cifar", dataset="mnist")
+
+
 def test_small_variants_are_documented_and_cpu_sized():
     for name, cfg in SMALL_CONFIGS.items():
         with torch.device("meta"):

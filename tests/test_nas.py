@@ -9,8 +9,7 @@ import ev2lite
 from ev2lite.configs import FUSED, MBCONV, scaled_stages
 from ev2lite.nas import (SearchSpace, architecture, pareto_front, preferences, reward, sample,
                          search, space_size)
-from ev2lite.study import load_pair
-from ev2lite.train import Recipe, Stage
+from ev2lite.recipe import Recipe, Stage
 
 BASE = ev2lite.get_config("efficientnetv2_cifar")
 
@@ -93,8 +92,8 @@ def test_pareto_front_of_a_hand_made_table():
         pareto_front(table, minimize=("latency",))
 
 
-def test_tiny_search_on_real_data(one_thread):
-    data = load_pair("cifar10", 40, 20, progress=False)
+def test_tiny_search_on_real_data(one_thread, real_split):
+    data = (real_split("cifar10", "train").subset(40), real_split("cifar10", "test").subset(20))
     space = SearchSpace(BASE)
     references = {"efficientnet_cifar": ev2lite.get_config("efficientnet_cifar")}
     table = search(space, 2, data, [Stage(1, 16)], Recipe(batch_size=20, warmup_epochs=0),

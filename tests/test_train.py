@@ -4,16 +4,16 @@ import pytest
 import torch
 
 import ev2lite
-from ev2lite.data import load_dataset
-from ev2lite.train import CheckpointError, Recipe, Stage, fit, lr_factor
+from ev2lite.recipe import Recipe, Stage, lr_factor
+from ev2lite.train import CheckpointError, fit
 
 HISTORY_COLUMNS = ["epoch", "stage", "image_size", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
 
 @pytest.fixture(scope="module")
-def cifar():
-    train = load_dataset("cifar10", "train", progress=False).subset(640, seed=0)
-    test = load_dataset("cifar10", "test", progress=False).subset(200, seed=0)
+def cifar(real_split):
+    train = real_split("cifar10", "train").subset(640, seed=0)
+    test = real_split("cifar10", "test").subset(200, seed=0)
     return train, test
 
 

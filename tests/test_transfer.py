@@ -10,9 +10,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from torchvision.models.efficientnet import MBConvConfig
 
 import ev2lite
-from ev2lite.data import load_dataset
-from ev2lite.study import load_pair
-from ev2lite.train import Recipe, Stage, lr_factor
+from ev2lite.recipe import Recipe, Stage, lr_factor
 from ev2lite.transfer import (OFFICIAL_FINETUNE, classifier_name, finetune_once, finetune_recipe,
                               new_classifier, pretrain, with_weights)
 
@@ -106,12 +104,12 @@ def test_constant_schedule_holds_the_peak_after_warmup():
 
 
 @pytest.fixture(scope="module")
-def imagenette_and_cifar():
+def imagenette_and_cifar(real_split):
     # Imagenette's test split loads faster than its train split; the two subsets may overlap:
     # what the pre-training learns is not under test here.
-    source = load_dataset("imagenette", "test", download=False, progress=False)
+    source = real_split("imagenette", "test")
     source = (source.subset(64, seed=0), source.subset(32, seed=1))
-    target = load_pair("cifar10", 64, 32, download=False, progress=False)
+    target = (real_split("cifar10", "train").subset(64), real_split("cifar10", "test").subset(32))
     return source, target
 
 

@@ -1,0 +1,58 @@
+"""The machine at hand: CPU model and feature flags, native bfloat16, and the defaults that
+depend on them.
+
+Speed-ups measured on one CPU can reverse on the next (REFERENCE.md section 5; issue 13 of this
+project): channels_last made an EfficientNet training step 1.3-1.46x faster on an Intel Sapphire
+Rapids CPU (AVX-512, AMX) and 0.8-0.95x on an AMD EPYC (Zen 3, AVX2, no AVX-512); bf16 autocast
+pays only where the CPU computes bf16 natively. So these facts are read off the machine, never
+assumed, and recorded with every timing (:func:`ev2lite.results.environment`).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    for line in _cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere), e.g. ``avx512f``,
+    ``amx_bf16``, ``avx512_bf16``."""
+    for line in _cpuinfo():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` (default: CUDA when available, else CPU) computes bfloat16 natively:
+    on CPU, AMX-BF16 or AVX-512-BF16 (without them torch emulates bf16 and it runs slower than
+    fp32); on CUDA, ``torch.cuda.is_bf16_supported()``."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def default_channels_last() -> bool:
+    """The default memory format of training on this machine: ``channels_last`` on a GPU or a
+    CPU with AVX-512 (measured faster there), NCHW on CPUs without it (measured faster on AMD
+    Zen 3). ``Recipe(channels_last=...)`` overrides it."""
+    return torch.cuda.is_available() or "avx512f" in cpu_flags()
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.exists() else []
