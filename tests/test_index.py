@@ -100,3 +100,25 @@ def test_the_main_job_writes_the_index(tmp_path):
     page = (tmp_path / "out" / "index.html").read_text()
     assert 'href="00_tiny.html"' in page and "00 · Tiny" in page and "profile smoke" in page
     assert "smoke" in (tmp_path / "out" / "00_tiny.html").read_text()
+
+
+def test_the_index_is_a_small_book_with_neighbours_and_committed_verdicts(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "10_claims.csv").write_text(
+        "id,verdict,result\n"
+        "a,holds,05_table5.csv\nb,inconclusive,05_runs.csv 06_runs.csv\nc,fails,bench_convs.csv\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = [executed_notebook(out / f"{n}.ipynb", f"{n[:2]} · {n[3:]}", [])
+             for n in ("04_first", "05_second", "06_third")]
+    page = write_index(out, paths, results_dir=results).read_text()
+    assert "committed verdicts: 1 holds, 1 inconclusive" in page  # notebook 05
+    assert page.count("committed verdicts") == 2  # 05 and 06; 04 measures no claim here
+    middle = (out / "05_second.html").read_text()
+    hrefs = re.findall(r'href="([^"]+)"', middle)
+    assert {"04_first.html", "index.html", "06_third.html"} <= set(hrefs)
+    assert "04_first.html" not in re.findall(r'href="([^"]+)"', (out / "04_first.html").read_text())
+    for name in ("04_first", "05_second", "06_third"):  # every link of the book resolves
+        for href in re.findall(r'href="([^"#:]+\.html)"', (out / f"{name}.html").read_text()):
+            assert (out / href).is_file(), (name, href)

@@ -39,6 +39,22 @@ def test_notebook_is_committed_clean_and_well_formed(path):
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1 and code.index(params[0]) == 0
     assert "PROFILE" in "".join(params[0]["source"]) and "OUTPUT_DIR" in "".join(params[0]["source"])
+    assert nb["metadata"]["kernelspec"]["name"] == "ev2lite"  # the kernel `make setup` registers
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_knows_the_type_and_help_of_every_parameter(path):
+    import papermill
+
+    parameters = papermill.inspect_notebook(str(path))  # what `papermill --help-notebook` shows
+    assert {"PROFILE", "OUTPUT_DIR"} <= set(parameters)
+    assert all(p["inferred_type_name"] in ("str", "int") and p["help"] for p in parameters.values()), parameters
+
+
+def test_the_kernel_is_registered_where_any_jupyter_finds_it_and_lab_runs_as_root():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "ipykernel install --user --name ev2lite" in makefile
+    assert "--allow-root" in makefile
 
 
 def test_notebooks_exist_and_are_numbered():
