@@ -35,7 +35,7 @@ smoke: setup
 
 # Benchmarks (speed tables of the README; CSV/JSON to results/). Run on an idle machine.
 bench: setup
-	for b in bench_train_step bench_data bench_convs time_to_accuracy; do \
+	for b in bench_train_step bench_data bench_convs bench_image_size time_to_accuracy; do \
 		$(BIN)/python benchmarks/$$b.py || exit 1; done
 
 # The committed results: every notebook with the full profile (hours; CSV/JSON to $(OUT)/full/),

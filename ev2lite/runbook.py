@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from .profiles import PROFILE_NAMES
 from .index import write_index
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# papermill's own lines around every cell: the bar already says which cell runs
+_PAPERMILL_MARKERS = re.compile(r"\s*(Executing Cell \d+|Ending Cell \d+|Executing notebook with kernel)")
 
 
 def executed(out: Path) -> list[Path]:
@@ -80,6 +83,7 @@ def run_all(profile: str, out: Path, notebooks: list[Path] | None = None, *,
     logger, shown = logging.getLogger("papermill"), logging.StreamHandler(sys.stdout)
     if progress:  # papermill logs what the cells print through logging: show it, indented
         shown.setFormatter(logging.Formatter("    %(message)s"))
+        shown.addFilter(lambda record: not _PAPERMILL_MARKERS.match(record.getMessage()))
         logger.addHandler(shown)
         logger.setLevel(logging.INFO)
     try:

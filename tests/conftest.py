@@ -46,3 +46,27 @@ def cifar_archive(real_split):
     """For tests that train through the command line or a subprocess: skip without CIFAR-10."""
     real_split("cifar10", "train")
     real_split("cifar10", "test")
+
+
+@pytest.fixture
+def killed_in_epoch(monkeypatch):
+    """``killed_in_epoch(n, fn, *args, **kwargs)``: run ``fn`` (a :func:`ev2lite.train.fit`
+    call) until epoch ``n``'s evaluation, where it stops with ``KeyboardInterrupt`` as a kill
+    would (epochs before ``n`` are checkpointed); then ``fit`` is restored."""
+    import ev2lite.train as train_module
+
+    def run(epoch, fn, *args, **kwargs):
+        real, calls = train_module.evaluate, []
+
+        def dying(*a, **k):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(train_module, "evaluate", dying)
+        with pytest.raises(KeyboardInterrupt):
+            fn(*args, **kwargs)
+        monkeypatch.setattr(train_module, "evaluate", real)
+
+    return run

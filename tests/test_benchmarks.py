@@ -16,7 +16,7 @@ from ev2lite.data import DATASETS, data_root
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NEEDS = {"bench_train_step": ["imagenette"], "bench_data": ["cifar10", "imagenette"],
-         "bench_convs": [], "time_to_accuracy": ["cifar10"]}
+         "bench_convs": [], "time_to_accuracy": ["cifar10"], "bench_image_size": []}
 COLUMNS = {
     "bench_train_step": ["model", "image_size", "ev2lite", "torchvision", "timm",
                          "out of the box", "ev2lite/torchvision", "ev2lite/timm",
@@ -26,6 +26,8 @@ COLUMNS = {
                    "ratio"],
     "bench_convs": ["H", "C", "conv", "precision", "format", "ms", "ps/MAC", "x dense 3x3"],
     "time_to_accuracy": ["epoch", "test_acc", "train_time_s", "train_min"],
+    "bench_image_size": ["model", "image_size", "channels_last images/s", "NCHW images/s",
+                         "pixel_ratio", "speedup_vs_largest", "load_1min", "busy"],
 }
 
 

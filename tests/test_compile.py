@@ -58,23 +58,12 @@ def test_compiled_training_matches_eager_and_times_compilation_apart():
     assert (compiled.train_time_s > 0).all()
 
 
-def test_a_resumed_compiled_run_continues_as_an_unbroken_one(tmp_path, monkeypatch):
+def test_a_resumed_compiled_run_continues_as_an_unbroken_one(tmp_path, killed_in_epoch):
     train, test = data(64, 0), data(32, 1)
     recipe = replace(RECIPE, compile="on")
     unbroken = fit(tiny_cnn(), train, test, STAGES, recipe, progress=False)
     path = tmp_path / "run.pt"
-    real_evaluate, calls = train_module.evaluate, []
-
-    def stop_after_first_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", stop_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny_cnn(), train, test, STAGES, recipe, progress=False, checkpoint=path)
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    killed_in_epoch(2, fit, tiny_cnn(), train, test, STAGES, recipe, progress=False, checkpoint=path)
     resumed = fit(tiny_cnn(), train, test, STAGES, recipe, progress=False, checkpoint=path)
     np.testing.assert_allclose(resumed.train_loss, unbroken.train_loss, rtol=1e-5, atol=1e-6)
     assert resumed.compile_s.iloc[1] > 0  # the resumed process compiled its graph anew

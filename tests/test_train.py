@@ -34,23 +34,12 @@ def test_short_real_training_lowers_the_loss(cifar):
     assert (history.images_per_s > 0).all() and history.train_time_s.is_monotonic_increasing
 
 
-def test_resume_after_interruption_matches_an_unbroken_run(cifar, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_an_unbroken_run(cifar, tmp_path, killed_in_epoch):
     unbroken_model = small_model()
     unbroken = fit(unbroken_model, *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "a.pt")
 
-    import ev2lite.train as train_module
-    real_evaluate, calls = train_module.evaluate, []
-
-    def dying_evaluate(*args, **kwargs):  # killed during epoch 3, after the stage boundary
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", dying_evaluate)
-    with pytest.raises(KeyboardInterrupt):
-        fit(small_model(), *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "b.pt")
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    # killed during epoch 3, after the stage boundary
+    killed_in_epoch(3, fit, small_model(), *cifar, STAGES, RECIPE, progress=False, checkpoint=tmp_path / "b.pt")
     assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 2
 
     resumed_model = small_model(seed=1)  # different init: everything must come from the checkpoint
