@@ -17,6 +17,7 @@ is written then too, the failed notebook marked).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,14 @@ def executed(out: Path) -> list[Path]:
 def code_stamp(notebook: Path, profile: str) -> str:
     """sha256 of what an executed notebook depends on: its source, the profile and every
     ``ev2lite/*.py`` file (a change in any of them makes the executed copy stale)."""
-    digest = hashlib.sha256(profile.encode() + Path(notebook).read_bytes())
+    return hashlib.sha256(profile.encode() + Path(notebook).read_bytes()
+                          + _package_digest().encode()).hexdigest()
+
+
+@functools.cache
+def _package_digest() -> str:
+    """sha256 of ``ev2lite/*.py`` (names and contents), read once per process."""
+    digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()

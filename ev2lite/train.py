@@ -142,9 +142,9 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
             model.train()
             start, cpu_start = time.perf_counter(), time.process_time()
             loss_sum, correct, seen, compile_s, untimed = 0.0, 0, 0, 0.0, 0
+            compiling = compiled and stage.image_size not in compiled_sizes  # this epoch's first step
             for x, y in train:
-                first_compile = compiled and stage.image_size not in compiled_sizes
-                step_start = time.perf_counter()
+                step_start = time.perf_counter() if compiling else 0.0
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x, target = (x, y) if mix is None else mix(x, y)
                 with torch.autocast(device.type, torch.bfloat16, enabled=recipe.precision == "bf16"):
@@ -160,8 +160,8 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                 hard = target if target.ndim == 1 else target.argmax(1)
                 correct += (logits.argmax(1) == hard).sum().item()
                 seen += len(y)
-                if first_compile:  # this step compiled the graph for this size: not training time
-                    compile_s, untimed = time.perf_counter() - step_start, len(y)
+                if compiling:  # this step compiled the graph for this size: not training time
+                    compile_s, untimed, compiling = time.perf_counter() - step_start, len(y), False
                     compiled_sizes.add(stage.image_size)
                 bar.update()
             seconds, cpu_s = time.perf_counter() - start - compile_s, time.process_time() - cpu_start
