@@ -424,12 +424,13 @@ def summary_estimate(means, stds, counts, weights, attrs: dict) -> Estimate:
     """``sum(w_i * mean_i)`` of summarized groups (mean, std and count of runs each; accuracy
     fractions for single runs) with its interval: Welch-Satterthwaite when every group has
     several runs (:func:`ev2lite.stats.welch_interval`), the binomial error when every group is
-    one run and the result's JSON metrics record ``test_subset`` (the number of test images),
-    else none (the note says why)."""
+    one run and the result's JSON metrics record the number of test images (``test_images``, or
+    ``test_subset``), else none (the note says why)."""
     counts = np.asarray(counts, dtype=float)
     if (counts >= 2).all():
         return welch_interval(means, stds, counts, weights)
-    n_test = attrs.get("metrics", {}).get("test_subset")
+    metrics = attrs.get("metrics", {})
+    n_test = metrics.get("test_images") or metrics.get("test_subset")
     if (counts == 1).all() and n_test:
         return binomial_interval(means, int(n_test), weights)
     return Estimate(float(np.dot(means, weights)), n=int(counts.min()),

@@ -97,6 +97,7 @@ HELP = {
                      "is reported ('none' = off, the default)",
         "eval_size": "test image side in px (default: the last stage's)",
         "eval_batch_size": "test images per batch",
+        "eval_every": "test after every N-th epoch (and after the last)",
         "eval_flip": "test-time augmentation: average each test image's logits with its mirror's",
         "precision": "fp32, or bf16 autocast",
         "channels_last": "channels_last memory format",

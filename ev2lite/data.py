@@ -58,6 +58,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm.auto import tqdm
 
+from .cache import cache_dir
 from .seeds import stream_seed
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageDataset",
     "Loader",
-    "cache_dir",
     "data_root",
     "load_dataset",
 ]
@@ -154,24 +154,6 @@ def data_root() -> Path:
     """Folder holding the datasets: ``$EV2LITE_DATA`` if set, else ``data/`` in the repository."""
     env = os.environ.get("EV2LITE_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
-def cache_dir() -> Path:
-    """Folder for decoded-dataset caches: ``$EV2LITE_CACHE`` if set, else ``~/.cache/ev2lite``.
-
-    Everything in it can be deleted; it is rebuilt on the next load.
-    """
-    env = os.environ.get("EV2LITE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "ev2lite"
-
-
-def use_compile_cache() -> Path:
-    """Point ``torch.compile``'s (inductor's) on-disk cache at ``cache_dir() / "inductor"``
-    (unless ``TORCHINDUCTOR_CACHE_DIR`` is already set), so that compiled graphs outlive the
-    process: a later run, seed or notebook at the same image size reuses them. Returns it."""
-    folder = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor")))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @dataclass

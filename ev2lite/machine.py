@@ -11,10 +11,14 @@ assumed, and recorded with every timing (:func:`ev2lite.results.environment`).
 from __future__ import annotations
 
 import functools
+import json
+import os
 import platform
 from pathlib import Path
 
 import torch
+
+from .cache import calibration_file
 
 
 @functools.cache
@@ -46,11 +50,47 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
+def calibration() -> dict | None:
+    """This machine's calibration (``python -m ev2lite.calibrate``: the fastest layout, batch
+    size, thread count and whether compiling paid, measured here), or ``None`` when this CPU
+    model under this torch version was never calibrated (or the file is unreadable)."""
+    path = calibration_file(cpu_model())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def default_channels_last() -> bool:
-    """The default memory format of training on this machine: ``channels_last`` on a GPU or a
-    CPU with AVX-512 (measured faster there), NCHW on CPUs without it (measured faster on AMD
-    Zen 3). ``Recipe(channels_last=...)`` overrides it."""
+    """The default memory format of training on this machine, in this order:
+    ``$EV2LITE_CHANNELS_LAST`` (``1`` or ``0``), else the layout this machine's
+    :func:`calibration` measured faster, else a rule from measurements on two CPUs:
+    ``channels_last`` on a GPU or a CPU with AVX-512 (1.2-2.9x NCHW on Intel Xeon with AVX-512),
+    NCHW without (faster on AMD Zen 3). ``Recipe(channels_last=...)`` overrides it."""
+    env = os.environ.get("EV2LITE_CHANNELS_LAST")
+    if env is not None:
+        return env.strip().lower() in ("1", "true", "yes", "on")
+    measured = calibration()
+    if measured is not None and "channels_last" in measured:
+        return bool(measured["channels_last"])
     return torch.cuda.is_available() or "avx512f" in cpu_flags()
+
+
+def default_compile() -> str:
+    """``Recipe.compile``'s default on this machine: ``"auto"`` (compile runs long enough to
+    pay) on a GPU, or where this machine's :func:`calibration` measured a compiled training
+    step at least 10% faster than eager; else ``"off"`` (also when compiling was not
+    calibrated)."""
+    measured = calibration() or {}
+    pays = torch.cuda.is_available() or measured.get("compile_speedup", 0.0) >= 1.1
+    return "auto" if pays else "off"
+
+
+def default_precision() -> str:
+    """``Recipe.precision``'s default: ``"bf16"`` (autocast) on a CUDA device with native
+    bfloat16, ``"fp32"`` on every CPU (this project's results are fp32; bf16 on CPUs with
+    AVX-512-BF16 or AMX is measured per study, e.g. notebook 02)."""
+    return "bf16" if torch.cuda.is_available() and native_bf16("cuda") else "fp32"
 
 
 def _cpuinfo() -> list[str]:

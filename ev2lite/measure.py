@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import use_compile_cache
+from .cache import use_compile_cache
 from .recipe import RECIPE_CHOICES, Recipe, make_optimizer
 
 PRECISIONS = ("fp32", "bf16")

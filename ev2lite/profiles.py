@@ -1,15 +1,20 @@
-"""Profiles: the sizes of each study at three scales, so the code path never changes.
+"""Profiles: the sizes of each study at four scales, so the code path never changes.
 
 ``smoke`` keeps a notebook under a minute (CI), ``quick`` is the README's main job (minutes on a
-2-core CPU, real data, trends visible), ``full`` produces the committed ``results/``. A notebook
-asks ``settings("quickstart", PROFILE)`` and gets a plain dict.
+2-core CPU, real data, trends visible), ``full`` produces the committed ``results/``, and ``gpu``
+is for a user with a CUDA device: the ``full`` design at a scale where the paper's effects show
+plainly (whole datasets, tens of epochs, more seeds; :data:`GPU_SCALE`), trained with the
+device's defaults (bf16 autocast, channels_last, ``torch.compile`` for long runs:
+:mod:`ev2lite.machine`). The ``gpu`` profile is untested on a GPU: its code path is the one the
+other profiles run, and no number of it is claimed until measured on one. A notebook asks
+``settings("quickstart", PROFILE)`` and gets a plain dict.
 """
 
 from __future__ import annotations
 
 import os
 
-PROFILE_NAMES = ("smoke", "quick", "full")
+PROFILE_NAMES = ("smoke", "quick", "full", "gpu")
 
 # Notebook 04: EfficientNet B0-B7 then EfficientNetV2 S/M/L/XL; Table 11's pairs (V1, then the
 # V2 model of similar accuracy).
@@ -36,24 +41,28 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"train_subset": None, "test_subset": None, "epochs": 3, "batch_size": 128},
         "full": {"train_subset": None, "test_subset": None, "epochs": 15, "batch_size": 128},
     },
-    # 05_progressive_learning, Table 5: image size x RandAugment magnitude on Imagenette.
+    # 05_progressive_learning, Table 5: image size x RandAugment magnitude (TF scale) on CIFAR-10
+    # at 16/24/32 px, in an overfitting regime (few images, many epochs), plus a magnitude-0
+    # control at the largest size (the regime check); every seed draws its own training subset,
+    # the full test set at full; runs cached under OUTPUT_DIR/runs (resumable).
     "progressive_learning": {
-        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
-                  "sizes": [64, 96], "magnitudes": [0, 3], "seeds": [0]},
-        "quick": {"train_subset": 1500, "test_subset": 500, "epochs": 3, "batch_size": 64,
-                  "sizes": [64, 128], "magnitudes": [0, 6], "seeds": [0]},
-        "full": {"train_subset": 1500, "test_subset": 1000, "epochs": 4, "batch_size": 64,
-                 "sizes": [64, 128], "magnitudes": [0, 3, 6], "seeds": [0, 1, 2]},
+        "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "batch_size": 50,
+                  "sizes": [16, 32], "magnitudes": [5, 15], "seeds": [0]},
+        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 12, "batch_size": 128,
+                  "sizes": [16, 24, 32], "magnitudes": [5, 15], "seeds": [0, 1]},
+        "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "batch_size": 128,
+                 "sizes": [16, 24, 32], "magnitudes": [5, 10, 15], "seeds": [0, 1, 2, 3]},
     },
-    # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize, vanilla vs
-    # adaptive regularization, on Imagenette with the CPU preset (64 -> 128 px).
+    # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize with vanilla
+    # (constant strong), weak (constant weak) and adaptive regularization, paired by seed, on
+    # CIFAR-10 with Table 6's V2-S plan scaled to 16 -> 32 px; same regime as notebook 05.
     "adaptive_regularization": {
-        "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 2, "num_stages": 2,
+        "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
-        "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 4, "num_stages": 4,
-                  "batch_size": 64, "seeds": [0, 1]},
-        "full": {"train_subset": 2000, "test_subset": 1000, "epochs": 6, "num_stages": 4,
-                 "batch_size": 64, "seeds": [0, 1, 2]},
+        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 12, "num_stages": 4,
+                  "batch_size": 128, "seeds": [0, 1]},
+        "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "num_stages": 4,
+                 "batch_size": 128, "seeds": [0, 1, 2]},
     },
     # 07_progressive_other_networks, Table 12: a ResNet and an EfficientNet, fixed size vs
     # progressive, accuracy and wall-clock training time.
@@ -155,6 +164,30 @@ STUDIES: dict[str, dict[str, dict]] = {
 }
 
 
+# The gpu profile: each study's full settings with these changes (the scale only; the design and
+# its regime checks are the full profile's).
+_FIVE_SEEDS = {"seeds": [0, 1, 2, 3, 4]}
+GPU_SCALE: dict[str, dict] = {
+    "paper_figures": {},
+    "quickstart": {"epochs": 30},
+    "progressive_learning": {"train_subset": 10000, "epochs": 100, **_FIVE_SEEDS},
+    "adaptive_regularization": {"train_subset": 10000, "epochs": 100, **_FIVE_SEEDS},
+    "progressive_other_networks": {"train_subset": None, "test_subset": None, "epochs": 30,
+                                   **_FIVE_SEEDS},
+    "architecture_and_scaling": {"train_batch": 32, "infer_batch": 32, "repeats": 10},
+    "transfer_learning": {"pretrain_subset": None, "pretrain_test_subset": None,
+                          "pretrain_epochs": 40, "train_subset": None, "test_subset": None,
+                          "epochs": 10, **_FIVE_SEEDS},
+    "training_aware_nas": {"train_subset": None, "test_subset": None, "epochs": 10,
+                           "num_samples": 100},
+    "training_bottlenecks": {"batches": [64, 128], "repeats": 20},
+    "fused_mbconv": {"speed_batch": 32, "train_subset": None, "test_subset": None, "epochs": 30,
+                     **_FIVE_SEEDS},
+    "practical_efficiency": {"train_subset": None, "test_subset": None, "epochs": 30,
+                             **_FIVE_SEEDS},
+}
+
+
 def profile_name(profile: str | None = None) -> str:
     """``profile``, else ``$EV2LITE_PROFILE``, else ``"quick"``; ``ValueError`` if unknown,
     ``TypeError`` if ``profile`` is neither a string nor ``None`` (papermill passes parameters
@@ -176,4 +209,7 @@ def settings(study: str, profile: str | None = None) -> dict:
     """
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}: one of {sorted(STUDIES)}")
-    return dict(STUDIES[study][profile_name(profile)])
+    name = profile_name(profile)
+    if name == "gpu":
+        return {**STUDIES[study]["full"], **GPU_SCALE[study]}
+    return dict(STUDIES[study][name])

@@ -62,6 +62,15 @@ class ProgressivePlan:
                for k, (v0, ve) in self.regularization.items()}
         return size, reg
 
+    def held_at(self, ratio: float) -> ProgressivePlan:
+        """This plan with every regularizer held constant at its value at ``ratio`` (0: the
+        first, weakest values; 1: the last): the *constant weak* (``0``) or *constant strong*
+        (``1``) controls beside adaptive regularization (Table 13's vanilla is constant strong).
+        The image sizes are kept."""
+        _, reg = self.at(ratio)
+        return ProgressivePlan(self.size, {k: (v, v) for k, v in reg.items()},
+                               f"{self.source}, regularization held at ratio {ratio:g}")
+
 
 def _split_epochs(epochs: int, num_stages: int) -> list[int]:
     """N/M epochs per stage; the remainder goes to the last stages (they run at full size)."""

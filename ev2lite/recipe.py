@@ -19,7 +19,7 @@ from timm.optim import RMSpropTF
 from torch import nn
 
 from .augment import MAX_MAGNITUDE, MIX_MODES
-from .machine import default_channels_last
+from .machine import default_channels_last, default_compile, default_precision
 
 
 def _check_rules(obj, rules: dict[str, tuple[Callable[[float], bool], str]]) -> None:
@@ -101,6 +101,7 @@ RECIPE_RULES = {
     "ema_decay": (_fraction, "in [0, 1), e.g. 0.9999 (None or 0 = off)"),
     "eval_size": (_at_least(1), ">= 1 (px; None = the last stage's)"),
     "eval_batch_size": (_at_least(1), ">= 1"),
+    "eval_every": (_at_least(1), ">= 1 (epochs; the last epoch is always evaluated)"),
     "seed": (_at_least(0), ">= 0"),
 }
 
@@ -118,14 +119,18 @@ class Recipe:
     Weight decay skips norm and bias parameters (:func:`make_optimizer`).
     ``ema_decay``: keep an exponential moving average of the weights (``None`` = off) and report
     test accuracy of the average. ``eval_size``: test image size (default: the last stage's).
+    ``eval_every``: evaluate after every ``eval_every``-th epoch and after the last (a long run on
+    a few images, tested on the full test set, spends less time testing than training).
     ``eval_flip``: test-time augmentation by horizontal flip: the test logits are the mean of each
     image's and its mirror's (as the CIFAR-10 speed records do, REFERENCE.md section 5).
-    ``precision``: ``"fp32"`` or ``"bf16"`` (autocast). ``compile``: run the steps through
-    ``torch.compile``: ``"off"`` (the default until a calibration on the machine at hand shows
-    it pays), ``"on"``, or ``"auto"`` (only for runs long enough to win back the compilation,
-    :func:`ev2lite.train.wants_compile`). ``channels_last``: memory format; its default is the
-    machine's (:func:`ev2lite.machine.default_channels_last`: on with AVX-512 or a GPU, off
-    without, as measured). ``seed`` fixes data order, augmentation
+    ``precision``: ``"fp32"`` or ``"bf16"`` (autocast); default ``"bf16"`` on a CUDA device
+    with native bfloat16, ``"fp32"`` on CPUs (:func:`ev2lite.machine.default_precision`). ``compile``: run the steps through
+    ``torch.compile``: ``"off"``, ``"on"``, or ``"auto"`` (only for runs long enough to win back
+    the compilation, :func:`ev2lite.train.wants_compile`); its default is the machine's
+    (:func:`ev2lite.machine.default_compile`: ``"auto"`` where ``python -m ev2lite.calibrate
+    --compile`` measured that compiling pays, else ``"off"``). ``channels_last``: memory
+    format; its default is the machine's (:func:`ev2lite.machine.default_channels_last`: the
+    calibrated layout, else on with AVX-512 or a GPU and off without). ``seed`` fixes data order, augmentation
     and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
     ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
     or breaking ``RECIPE_RULES``.
@@ -145,10 +150,11 @@ class Recipe:
     ema_decay: float | None = None
     eval_size: int | None = None
     eval_batch_size: int = 500
+    eval_every: int = 1
     eval_flip: bool = False
-    precision: str = "fp32"
+    precision: str = field(default_factory=default_precision)
     channels_last: bool = field(default_factory=default_channels_last)
-    compile: str = "off"
+    compile: str = field(default_factory=default_compile)
     seed: int = 0
 
     def __post_init__(self):

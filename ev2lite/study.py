@@ -1,10 +1,15 @@
-"""Small helpers that the study notebooks share: load a train/test pair, train one seeded run,
-summarize repeated runs as mean and spread."""
+"""Small helpers that the study notebooks share: load a train/test pair and draw each seed's
+subset, train one seeded run (cached on disk, so that a long profile resumes run by run), check
+that a study reached the regime its claim needs, summarize repeated runs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -30,16 +35,22 @@ def load_pair(name: str, train_subset: int | None = None, test_subset: int | Non
     """
     train, test = (load_dataset(name, split, download=download, progress=progress)
                    for split in ("train", "test"))
-    if train_subset:
-        train = train.subset(train_subset, seed=seed)
-    if test_subset:
-        test = test.subset(test_subset, seed=seed)
-    return train, test
+    return draw(train, test, train_subset, test_subset, seed)
+
+
+def draw(train: ImageDataset, test: ImageDataset, train_subset: int | None = None,
+         test_subset: int | None = None, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """The class-stratified subsets of ``train`` and ``test`` that ``seed`` trains and tests on
+    (the ``"subset"`` stream of ``seed``; ``None`` or 0 keeps a whole split). A study whose seeds
+    are independent draws each seed's training subset with this, from the splits loaded once.
+    Raises ``ValueError`` for a subset larger than its split."""
+    return (train.subset(train_subset, seed=seed) if train_subset else train,
+            test.subset(test_subset, seed=seed) if test_subset else test)
 
 
 def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, ImageDataset],
-               stages: list[Stage], recipe: Recipe, seed: int, *, report: bool = True,
-               **labels) -> pd.DataFrame:
+               stages: list[Stage], recipe: Recipe, seed: int, *, cache: str | Path | None = None,
+               report: bool = True, **labels) -> pd.DataFrame:
     """One seeded run: seed the initialisation, build the model, :func:`fit` it quietly.
 
     ``seed`` fixes initialisation (the ``"init"`` stream, :func:`ev2lite.seeds.stream_seed`),
@@ -47,15 +58,78 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
     when done (labels, seed, final test accuracy, training seconds), which the main job shows as
     its progress. Returns the history with the
     ``labels`` (e.g. ``size=128, magnitude=9``) and ``seed`` added as columns.
+
+    ``cache`` (a folder): the run is keyed by its configuration (:func:`run_key`: the model's
+    architecture and parameter count, stages, recipe, seed, the data and the labels); a run
+    already finished there is read back instead of trained, and an interrupted one resumes from
+    its last epoch (``fit``'s checkpoint, deleted once the history is saved). So a long profile
+    that is killed continues where it stopped, in a later sitting too. Delete the folder to
+    train everything again.
     """
     torch.manual_seed(stream_seed(seed, "init"))
-    history = fit(make_model(), *data, stages, replace(recipe, seed=seed), progress=False)
+    model, recipe = make_model(), replace(recipe, seed=seed)
+    done = checkpoint = None
+    if cache is not None:
+        folder = Path(cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        key = run_key(model, data, stages, recipe, labels)
+        done, checkpoint = folder / f"{key}.csv", folder / f"{key}.pt"
+    if done is not None and done.exists():
+        history, how = pd.read_csv(done), "read from the cache"
+    else:
+        history = fit(model, *data, stages, recipe, checkpoint=checkpoint, progress=False)
+        how = f"{history.train_time_s.iloc[-1]:.0f} s"
+        if done is not None:
+            tmp = done.with_suffix(".tmp")
+            history.to_csv(tmp, index=False)
+            os.replace(tmp, done)
+            checkpoint.unlink(missing_ok=True)
     if report:
         last = history.iloc[-1]
         print(f"trained {', '.join(f'{k}={v}' for k, v in labels.items()) or 'run'}, seed {seed}: "
-              f"test accuracy {last.test_acc:.1%} after {int(last.epoch)} epochs, "
-              f"{last.train_time_s:.0f} s", flush=True)
+              f"test accuracy {last.test_acc:.1%} after {int(last.epoch)} epochs, {how}", flush=True)
     return history.assign(seed=seed, **labels)
+
+
+def run_key(model: nn.Module, data: tuple[ImageDataset, ImageDataset], stages: list[Stage],
+            recipe: Recipe, labels: dict) -> str:
+    """A 16-hex-digit key of one run's configuration: ``model``'s architecture (its ``repr``)
+    and parameter count, the ``stages``, the ``recipe`` (seed included), the labels, and each
+    split's name, size and a hash of its images and labels (so another subset is another run)."""
+    def split_id(split: ImageDataset) -> str:
+        digest = hashlib.sha1(split.images.numpy().tobytes())
+        digest.update(split.labels.numpy().tobytes())
+        return f"{split.name}/{split.split}/{len(split)}/{digest.hexdigest()}"
+
+    config = {"model": repr(model), "parameters": sum(p.numel() for p in model.parameters()),
+              "stages": [asdict(s) for s in stages], "recipe": asdict(recipe),
+              "data": [split_id(split) for split in data], "labels": labels}
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class RegimeError(AssertionError):
+    """A study at the ``full`` profile did not reach the regime its claim needs."""
+
+
+def regime_check(what: str, value: float, threshold: float, *, profile: str,
+                 unit: str = "points", at_least: bool = True) -> bool:
+    """Print whether a study reached the regime its claim needs, e.g. ``regime_check("train-test
+    gap at 32 px without RandAugment", 21.4, 15, profile=PROFILE)`` (issue 14's rule 1: a
+    regularization claim needs a baseline that overfits). Returns whether ``value`` is at least
+    (``at_least``) or at most ``threshold``. At the ``full`` profile (the committed results) and
+    the larger ``gpu`` one a missed regime raises :class:`RegimeError`; at ``smoke`` and
+    ``quick`` it is only printed, since they run the same design at a scale too small to reach
+    it."""
+    reached = value >= threshold if at_least else value <= threshold
+    sign = ">=" if at_least else "<="
+    print(f"regime check: {what} = {value:.1f} {unit} (needs {sign} {threshold:g}): "
+          f"{'reached' if reached else 'NOT reached'}", flush=True)
+    if not reached and profile in ("full", "gpu"):
+        raise RegimeError(f"{what} is {value:.1f} {unit}, not {sign} {threshold:g}: the full "
+                          "profile did not reach the regime its claim needs; change the design "
+                          "(more epochs, fewer images) and say so in the notebook")
+    return reached
 
 
 def mean_std(runs: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.DataFrame:

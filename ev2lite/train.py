@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from . import distributed, guard
 from .machine import native_bf16
 from .augment import mixup_cutmix, rand_augment
-from .data import ImageDataset, Loader, use_compile_cache
+from .cache import use_compile_cache
+from .data import ImageDataset, Loader
 from .recipe import Recipe, Stage, lr_factor, make_optimizer
 from .seeds import stream_seed
 
@@ -51,7 +52,8 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
 
     History columns: ``epoch`` (1-based), ``stage`` (0-based), ``image_size`` (px), ``lr`` (at the
     epoch's end), ``train_loss``, ``train_acc`` (0-1, against the argmax of mixed labels),
-    ``test_loss``, ``test_acc`` (0-1, of the EMA weights when enabled), ``images_per_s`` (training
+    ``test_loss``, ``test_acc`` (0-1, of the EMA weights when enabled; NaN in epochs that
+    ``recipe.eval_every`` skips), ``images_per_s`` (training
     throughput of the epoch), ``train_time_s`` (cumulative training seconds, evaluation and
     compilation excluded), ``compile_s`` (seconds of the epoch's first step at an image size not
     compiled before, nearly all of it compilation; 0 when eager), ``cpu_s`` (CPU seconds of the
@@ -170,7 +172,9 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                                                               "max")  # the slowest rank's
             distributed.average_buffers(model, *([ema] if ema else []))  # BatchNorm statistics
             train_time += seconds
-            test_loss, test_acc = evaluate(tested, test, recipe.precision, recipe.eval_flip)
+            test_loss, test_acc = (evaluate(tested, test, recipe.precision, recipe.eval_flip)
+                                   if epoch % recipe.eval_every == 0 or epoch == total_epochs
+                                   else (float("nan"), float("nan")))
             history.append({
                 "epoch": epoch, "stage": stage_index, "image_size": stage.image_size,
                 "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / seen,

@@ -15,6 +15,17 @@ os.environ["EV2LITE_OFFLINE"] = "1"
 from ev2lite.data import DatasetNotFoundError, data_root, load_dataset  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_calibration(monkeypatch, tmp_path_factory):
+    """Tests see no calibration of this machine (``python -m ev2lite.calibrate`` may have written
+    one under the user's cache): Recipe's defaults are then the documented rules, the same on
+    every machine. ``tests/test_calibrate.py`` puts the real file location back."""
+    import ev2lite.machine
+
+    missing = tmp_path_factory.getbasetemp() / "no-calibration.json"
+    monkeypatch.setattr(ev2lite.machine, "calibration_file", lambda cpu: missing)
+
+
 @pytest.fixture
 def one_thread():
     """Run the test on one torch thread: as fast for tiny models, steadier on a shared 2-core

@@ -92,3 +92,21 @@ def test_the_timed_step_can_be_the_compiled_one():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     logits = InferenceStep(model, 8, 4, compile=True)()
     assert logits.shape == (4, 2)
+
+
+def test_the_gpu_defaults_and_their_training_path_on_a_cpu(monkeypatch):
+    """The gpu profile trains with the device's defaults (bf16 autocast, channels_last, compile
+    for long runs); on a CPU we check that a CUDA machine would get them, and that fit runs that
+    very path (bf16 + channels_last + compiled) here."""
+    import ev2lite.machine as machine
+
+    with monkeypatch.context() as fake_cuda:
+        fake_cuda.setattr(torch.cuda, "is_available", lambda: True)
+        fake_cuda.setattr(machine, "native_bf16", lambda device=None: True)
+        gpu = Recipe()
+    assert (gpu.precision, gpu.channels_last, gpu.compile) == ("bf16", True, "auto")
+    assert Recipe().precision == "fp32"  # back on the CPU
+    train, test = data(64, 0), data(32, 1)
+    history = fit(tiny_cnn(), train, test, STAGES, replace(RECIPE, precision="bf16", channels_last=True,
+                                                          compile="on"), progress=False)
+    assert np.isfinite(history.train_loss).all() and history.compile_s.iloc[0] > 0

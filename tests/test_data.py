@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ev2lite import data
+from ev2lite.cache import cache_dir
 from ev2lite.data import (DATASETS, CorruptDatasetError, DatasetNotFoundError, ImageDataset, Loader,
-                          cache_dir, data_root, load_dataset)
+                          data_root, load_dataset)
 
 ROOT = data_root()
 PER_CLASS = {

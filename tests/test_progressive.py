@@ -85,3 +85,14 @@ def test_split_mixing_mixes_each_half_with_its_own_method():
     # every pixel, so (almost) none does.
     assert (mixed[4:] == x[4:]).float().mean() > 0.2
     assert (mixed[:4] == x[:4]).float().mean() < 0.01
+
+
+def test_held_at_keeps_the_sizes_and_holds_each_regularizer_at_one_value():
+    plan = ProgressivePlan((16, 32), {"randaugment": (5, 15), "dropout": (0.1, 0.3)})
+    weak = progressive_stages(plan.held_at(0.0), epochs=8, num_stages=4)
+    strong = progressive_stages(plan, epochs=8, num_stages=4, adaptive=False)
+    adaptive = progressive_stages(plan, epochs=8, num_stages=4)
+    assert [s.image_size for s in weak] == [s.image_size for s in adaptive] == [16, 21, 26, 32]
+    assert {s.randaugment for s in weak} == {5} and {s.dropout for s in weak} == {0.1}
+    assert {s.randaugment for s in strong} == {15}
+    assert [s.randaugment for s in adaptive] == [5, pytest.approx(5 + 10 / 3), pytest.approx(5 + 20 / 3), 15]

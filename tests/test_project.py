@@ -76,3 +76,25 @@ def test_profiles_differ_in_scale_only(study):
 def test_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="smoke, quick, full"):
         settings("quickstart", "fast")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_gpu_profile_scales_the_full_design_without_new_keys(study):
+    from ev2lite.profiles import GPU_SCALE
+
+    assert set(GPU_SCALE[study]) <= set(settings(study, "full"))
+    assert settings(study, "gpu") == {**settings(study, "full"), **GPU_SCALE[study]}
+
+
+# Training studies redesigned for the regime their claim needs (issue 14); the others follow.
+REDESIGNED = ["05_progressive_learning.ipynb", "06_adaptive_regularization.ipynb"]
+
+
+@pytest.mark.parametrize("name", REDESIGNED)
+def test_a_redesigned_study_checks_its_regime_generates_its_conclusion_and_ends_with_exercises(name):
+    nb = json.loads((ROOT / "notebooks" / name).read_text())
+    text = ["".join(c["source"]) for c in nb["cells"]]
+    code = "\n".join(t for t, c in zip(text, nb["cells"]) if c["cell_type"] == "code")
+    assert "regime_check(" in code and "conclusion_markdown(" in code and "cache=" in code
+    assert any("**Regime check**" in t and "**Verdict rule" in t for t in text)
+    assert text[-1].startswith("## Exercises") and text[-1].count("<details>") >= 2

@@ -50,3 +50,92 @@ def test_paired_difference_pairs_runs_of_the_same_seed():
     assert table.loc["net", "mean"] == pytest.approx(0.015)
     assert table.loc["net", "std"] == pytest.approx(0.0494975, rel=1e-5)
     assert table.loc["net", "count"] == 2
+
+
+# --- the run cache, eval_every, regime checks (issue 14's rules 1 and 5) -----------------------
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+import ev2lite.study as study
+from ev2lite.data import ImageDataset
+from ev2lite.recipe import Recipe, Stage
+from ev2lite.study import RegimeError, draw, regime_check, run_key, train_once
+from ev2lite.train import fit
+
+
+def tiny_split(n, split, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g)
+    return ImageDataset(images, torch.arange(n) % 4, list("abcd"), "cifar10", split)
+
+
+def tiny_model():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 4))
+
+
+TINY = (tiny_split(64, "train"), tiny_split(32, "test", seed=1))
+TINY_RECIPE = Recipe(batch_size=16, lr=0.05, warmup_epochs=0, eval_batch_size=32, channels_last=False)
+TINY_STAGES = [Stage(epochs=3, image_size=16)]
+
+
+def test_a_cached_run_is_read_back_not_trained_again(tmp_path, monkeypatch, one_thread):
+    first = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path, arm="a")
+    assert len(list(tmp_path.glob("*.csv"))) == 1 and not list(tmp_path.glob("*.pt"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit was called for a cached run")
+
+    monkeypatch.setattr(study, "fit", no_training)
+    again = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path, arm="a")
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    with pytest.raises(AssertionError, match="cached run"):  # another seed is another run
+        train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 1, cache=tmp_path, arm="a")
+
+
+def test_run_key_changes_with_seed_data_stages_and_labels():
+    base = run_key(tiny_model(), TINY, TINY_STAGES, TINY_RECIPE, {"arm": "a"})
+    assert base == run_key(tiny_model(), TINY, TINY_STAGES, TINY_RECIPE, {"arm": "a"})
+    others = [run_key(tiny_model(), TINY, TINY_STAGES, replace(TINY_RECIPE, seed=1), {"arm": "a"}),
+              run_key(tiny_model(), draw(*TINY, 48, None, seed=0), TINY_STAGES, TINY_RECIPE, {"arm": "a"}),
+              run_key(tiny_model(), TINY, [Stage(epochs=2, image_size=16)], TINY_RECIPE, {"arm": "a"}),
+              run_key(tiny_model(), TINY, TINY_STAGES, TINY_RECIPE, {"arm": "b"})]
+    assert len({base, *others}) == 5
+
+
+def test_an_interrupted_cached_run_resumes_from_its_last_epoch(tmp_path, killed_in_epoch, one_thread):
+    unbroken = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path / "a")
+    killed_in_epoch(2, train_once, tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("*.pt"))) == 1  # epoch 1 checkpointed, no history yet
+    resumed = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path / "b")
+    columns = ["epoch", "train_loss", "test_acc"]
+    pd.testing.assert_frame_equal(unbroken[columns], resumed[columns])
+
+
+def test_each_seed_draws_its_own_training_subset():
+    a, _ = draw(*TINY, 32, None, seed=0)
+    b, _ = draw(*TINY, 32, None, seed=1)
+    assert len(a) == len(b) == 32 and not torch.equal(a.images, b.images)
+    assert draw(*TINY, None, None, seed=5)[0] is TINY[0]
+
+
+def test_eval_every_tests_only_every_nth_and_the_last_epoch(one_thread):
+    recipe = replace(TINY_RECIPE, eval_every=2)
+    torch.manual_seed(0)
+    history = fit(tiny_model(), *TINY, TINY_STAGES, recipe, progress=False)
+    assert history.test_acc.isna().tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="eval_every >= 1"):
+        Recipe(eval_every=0)
+
+
+def test_regime_check_prints_and_refuses_a_missed_regime_only_at_full(capsys):
+    assert regime_check("train-test gap", 21.0, 15, profile="full")
+    assert "reached" in capsys.readouterr().out
+    assert not regime_check("train-test gap", 4.0, 15, profile="quick")
+    assert "NOT reached" in capsys.readouterr().out
+    with pytest.raises(RegimeError, match="did not reach the regime"):
+        regime_check("train-test gap", 4.0, 15, profile="full")
+    assert regime_check("seconds", 3.0, 5, profile="full", unit="s", at_least=False)

@@ -1,0 +1,98 @@
+"""Per-machine calibration (issue 13): what is measured, where it is kept, and how the defaults
+of Recipe follow it on both CPU kinds this project runs on (Intel with AVX-512/AMX, AMD
+without AVX-512). No timing is asserted: only which setting the measured numbers select."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ev2lite import machine
+from ev2lite.cache import calibration_file
+from ev2lite.calibrate import calibrate, main, save_calibration
+from ev2lite.recipe import Recipe
+
+INTEL = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+AMD = frozenset({"avx2"})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "calibration_file", calibration_file)  # conftest hides it
+    monkeypatch.setenv("EV2LITE_CACHE", str(tmp_path))
+    monkeypatch.delenv("EV2LITE_CHANNELS_LAST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return tmp_path
+
+
+def tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 10))
+
+
+def test_calibrate_times_every_layout_batch_and_thread_count_and_restores_threads(one_thread):
+    best, table = calibrate(tiny(), 8, batch_sizes=(4, 8), thread_counts=(1,), warmup=0, repeats=1)
+    assert torch.get_num_threads() == 1
+    assert len(table) == 4 and set(table.channels_last) == {False, True} and set(table.batch_size) == {4, 8}
+    fastest = table.loc[table.images_per_s.idxmax()]
+    assert (best["channels_last"], best["batch_size"], best["threads"]) == (
+        fastest.channels_last, fastest.batch_size, fastest.threads)
+    assert {"cpu_model", "torch", "load"} <= set(best) and "compile_speedup" not in best
+    with pytest.raises(ValueError, match="at least one batch size"):
+        calibrate(tiny(), 8, batch_sizes=())
+
+
+def measured(channels_last, compile_speedup=None, busy=False):
+    best = {"channels_last": channels_last, "batch_size": 128, "threads": 2,
+            "cpu_model": machine.cpu_model(), "load": {"busy": busy, "load_1min": 0.1, "cpu_per_wall": 2.0}}
+    if compile_speedup is not None:
+        best["compile_speedup"] = compile_speedup
+    return best, pd.DataFrame([{"channels_last": channels_last, "images_per_s": 1.0}])
+
+
+@pytest.mark.parametrize("flags, rule", [(INTEL, True), (AMD, False)])
+def test_without_a_calibration_the_layout_follows_the_cpu_kind(cache, monkeypatch, flags, rule):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    assert machine.calibration() is None
+    assert machine.default_channels_last() is rule and Recipe().channels_last is rule
+    assert Recipe().compile == "off"
+
+
+@pytest.mark.parametrize("flags", [INTEL, AMD])
+def test_a_calibration_of_this_machine_beats_the_rule_and_the_environment_beats_both(cache, monkeypatch, flags):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    rule = "avx512f" in flags
+    path = save_calibration(*measured(channels_last=not rule, compile_speedup=1.3))
+    assert path == calibration_file(machine.cpu_model()) and path.parent.parent == cache
+    assert json.loads(path.read_text())["settings"][0]["images_per_s"] == 1.0
+    assert Recipe().channels_last is (not rule) and Recipe().compile == "auto"
+    monkeypatch.setenv("EV2LITE_CHANNELS_LAST", "1" if rule else "0")
+    assert Recipe().channels_last is rule
+    assert Recipe(channels_last=not rule, compile="off").compile == "off"  # explicit wins
+
+
+def test_a_calibration_of_another_cpu_is_not_used(cache, monkeypatch):
+    save_calibration(*measured(channels_last=False, compile_speedup=2.0))
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Some Other CPU @ 9 GHz")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: INTEL)
+    assert machine.calibration() is None and Recipe().channels_last is True
+    assert calibration_file("Some Other CPU @ 9 GHz").name.startswith("some-other-cpu-9-ghz-torch")
+
+
+def test_compile_becomes_the_default_only_where_it_paid(cache):
+    save_calibration(*measured(channels_last=True, compile_speedup=1.05))
+    assert Recipe().compile == "off"
+
+
+def test_a_busy_calibration_is_refused_and_not_written(cache, capsys):
+    with pytest.raises(RuntimeError, match="busy"):
+        save_calibration(*measured(channels_last=True, busy=True))
+    assert not calibration_file(machine.cpu_model()).exists()
+
+
+def test_command_line_help():
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
