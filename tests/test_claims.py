@@ -361,3 +361,16 @@ def test_claims_markdown_is_a_table_with_escaped_pipes_and_the_verdicts_reason()
     lines = engine.claims_markdown(table, ["claim", "paper", "verdict"]).splitlines()
     assert lines[:2] == ["| claim | paper | verdict |", "| --- | --- | --- |"] and len(lines) == 4
     assert lines[2] == r"| a \| b | 1x | **holds**: inside |"
+
+
+def test_training_cpu_time_ratio_is_a_geometric_mean_with_an_interval_over_pairs():
+    rows = []
+    for seed, speedup in ((0, 1.5), (1, 1.6), (2, 1.7)):
+        for training, per_epoch in (("baseline", 10.0 * speedup), ("progressive", 10.0)):
+            rows += [{"model": "m", "seed": seed, "training": training, "epoch": e, "cpu_s": per_epoch}
+                     for e in (1, 2)]
+    est = engine.training_cpu_time_ratio(pd.DataFrame(rows))
+    assert est.value == pytest.approx((1.5 * 1.6 * 1.7) ** (1 / 3)) and est.kind == "seeds" and est.n == 3
+    assert est.low < 1.5 < 1.7 < est.high
+    one = engine.training_cpu_time_ratio(pd.DataFrame(rows[:4]))
+    assert one.value == pytest.approx(1.5) and one.kind == "none"

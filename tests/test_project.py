@@ -87,7 +87,8 @@ def test_the_gpu_profile_scales_the_full_design_without_new_keys(study):
 
 
 # Training studies redesigned for the regime their claim needs (issue 14); the others follow.
-REDESIGNED = ["05_progressive_learning.ipynb", "06_adaptive_regularization.ipynb"]
+REDESIGNED = ["05_progressive_learning.ipynb", "06_adaptive_regularization.ipynb",
+              "07_progressive_other_networks.ipynb"]
 
 
 @pytest.mark.parametrize("name", REDESIGNED)
