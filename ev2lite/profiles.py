@@ -48,7 +48,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     "progressive_learning": {
         "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "batch_size": 50,
                   "sizes": [16, 32], "magnitudes": [5, 15], "seeds": [0]},
-        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 12, "batch_size": 128,
+        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 10, "batch_size": 128,
                   "sizes": [16, 24, 32], "magnitudes": [5, 15], "seeds": [0, 1]},
         "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "batch_size": 128,
                  "sizes": [16, 24, 32], "magnitudes": [5, 10, 15], "seeds": [0, 1, 2, 3]},
@@ -59,7 +59,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     "adaptive_regularization": {
         "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
-        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 12, "num_stages": 4,
+        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 8, "num_stages": 4,
                   "batch_size": 128, "seeds": [0, 1]},
         "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "num_stages": 4,
                  "batch_size": 128, "seeds": [0, 1, 2]},
@@ -70,7 +70,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     "progressive_other_networks": {
         "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
-        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 8, "num_stages": 4,
+        "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 6, "num_stages": 3,
                   "batch_size": 128, "seeds": [0, 1]},
         "full": {"train_subset": 2000, "test_subset": None, "epochs": 30, "num_stages": 4,
                  "batch_size": 128, "seeds": [0, 1, 2]},

@@ -1,6 +1,7 @@
 """Small helpers that the study notebooks share: load a train/test pair and draw each seed's
 subset, train one seeded run (cached on disk, so that a long profile resumes run by run), check
-that a study reached the regime its claim needs, summarize repeated runs."""
+that a study reached the regime its claim needs, summarize repeated runs (mean and spread, paired
+differences with their intervals)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import nn
 from .data import ImageDataset, load_dataset
 from .recipe import Recipe, Stage
 from .seeds import stream_seed
+from .stats import t_interval
 from .train import fit
 
 
@@ -146,39 +148,15 @@ def mean_std(runs: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.D
 def paired_difference(runs: pd.DataFrame, by: str, arm: str, treatment: str, baseline: str,
                       value: str = "test_acc") -> pd.DataFrame:
     """Final-epoch ``value`` of the ``treatment`` run minus the ``baseline`` run of the same seed
-    (same initialisation and data order), then mean, std and count over seeds per ``by`` group,
-    in the units of ``value`` (Table 13's "adaptive minus vanilla"). Raises ``KeyError`` if an
-    arm is missing."""
+    (same subset, initialisation and data order), then per ``by`` group: ``mean``, ``std``,
+    ``count`` (seeds) and ``low``, ``high``, the Student-t 95% interval of the mean (NaN with one
+    seed; :func:`ev2lite.stats.t_interval`), in the units of ``value`` (Table 13's "adaptive
+    minus vanilla"). Seeds missing either arm are left out. Raises ``KeyError`` if an arm is
+    missing altogether."""
     final = runs.sort_values("epoch").groupby([by, arm, "seed"])[value].last().unstack(arm)
-    return (final[treatment] - final[baseline]).groupby(by).agg(["mean", "std", "count"])
-
-
-def time_to_reach(history: pd.DataFrame, accuracy: float) -> float:
-    """Training seconds (``train_time_s``) at the end of the first epoch of one run (rows in
-    epoch order, as :func:`ev2lite.train.fit` returns them) whose ``test_acc`` is at least
-    ``accuracy`` (a fraction, 0-1); NaN if the run never reaches it."""
-    reached = history.query("test_acc >= @accuracy")
-    return float(reached.train_time_s.iloc[0]) if len(reached) else float("nan")
-
-
-def speedup_at_equal_accuracy(runs: pd.DataFrame, by: str, arm: str, baseline: str,
-                              faster: str) -> pd.DataFrame:
-    """How much sooner the ``faster`` arm reaches the accuracy both arms reach (Table 12's claim).
-
-    For each ``by`` group (e.g. the model) and seed of :func:`train_once` histories ``runs``, the
-    common accuracy is the lower of the two arms' final test accuracies; each arm's time is
-    :func:`time_to_reach` of it, and ``speedup_x`` = baseline seconds / faster seconds. Raises
-    ``ValueError`` if an arm is missing from a group.
-    """
-    rows = []
-    for (group, seed), run in runs.groupby([by, "seed"]):
-        arms = {name: run[run[arm] == name].sort_values("epoch") for name in (baseline, faster)}
-        if any(a.empty for a in arms.values()):
-            raise ValueError(f"{by}={group!r}, seed {seed}: needs runs with {arm} = "
-                             f"{baseline!r} and {faster!r}, got {sorted(run[arm].unique())}")
-        accuracy = min(a.test_acc.iloc[-1] for a in arms.values())
-        seconds = {name: time_to_reach(a, accuracy) for name, a in arms.items()}
-        rows.append({by: group, "seed": seed, "accuracy": accuracy,
-                     f"{baseline}_s": seconds[baseline], f"{faster}_s": seconds[faster],
-                     "speedup_x": seconds[baseline] / seconds[faster]})
-    return pd.DataFrame(rows)
+    rows = {}
+    for group, diff in (final[treatment] - final[baseline]).dropna().groupby(level=by):
+        est = t_interval(diff.to_numpy())
+        rows[group] = {"mean": est.value, "std": diff.std(), "count": len(diff),
+                       "low": est.low, "high": est.high}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(by)
