@@ -25,7 +25,7 @@ COLUMNS = {
     "bench_data": ["dataset", "augment", "loader_images_per_s", "model_train_images_per_s",
                    "ratio"],
     "bench_convs": ["H", "C", "conv", "precision", "format", "ms", "ps/MAC", "x dense 3x3"],
-    "time_to_accuracy": ["epoch", "test_acc", "train_time_s", "train_min"],
+    "time_to_accuracy": ["network", "epoch", "test_acc", "train_time_s", "train_min"],
     "bench_image_size": ["model", "image_size", "channels_last images/s", "NCHW images/s",
                          "pixel_ratio", "speedup_vs_largest", "load_1min", "busy"],
 }
