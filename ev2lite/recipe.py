@@ -124,14 +124,14 @@ class Recipe:
     ``eval_flip``: test-time augmentation by horizontal flip: the test logits are the mean of each
     image's and its mirror's (as the CIFAR-10 speed records do, REFERENCE.md section 5).
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast); default ``"bf16"`` on a CUDA device
-    with native bfloat16, ``"fp32"`` on CPUs (:func:`ev2lite.machine.default_precision`). ``compile``: run the steps through
-    ``torch.compile``: ``"off"``, ``"on"``, or ``"auto"`` (only for runs long enough to win back
-    the compilation, :func:`ev2lite.train.wants_compile`); its default is the machine's
-    (:func:`ev2lite.machine.default_compile`: ``"auto"`` where ``python -m ev2lite.calibrate
-    --compile`` measured that compiling pays, else ``"off"``). ``channels_last``: memory
-    format; its default is the machine's (:func:`ev2lite.machine.default_channels_last`: the
-    calibrated layout, else on with AVX-512 or a GPU and off without). ``seed`` fixes data order, augmentation
-    and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
+    with native bfloat16, ``"fp32"`` on CPUs (:func:`ev2lite.machine.default_precision`).
+    ``compile``: run the steps through ``torch.compile``: ``"off"``, ``"on"``, or ``"auto"``
+    (only for runs long enough to win back the compilation, :func:`ev2lite.train.wants_compile`);
+    its default is the machine's (:func:`ev2lite.machine.default_compile`: ``"auto"`` on a GPU
+    or where ``python -m ev2lite.calibrate --compile`` measured that compiling pays, else
+    ``"off"``). ``channels_last``: memory format; its default is the machine's
+    (:func:`ev2lite.machine.default_channels_last`: the calibrated layout, else on with AVX-512
+    or a GPU and off without). ``seed`` fixes data order, augmentation and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
     ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
     or breaking ``RECIPE_RULES``.
     """
