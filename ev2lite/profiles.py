@@ -51,7 +51,7 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 10, "batch_size": 128,
                   "sizes": [16, 24, 32], "magnitudes": [5, 15], "seeds": [0, 1]},
         "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "batch_size": 128,
-                 "sizes": [16, 24, 32], "magnitudes": [5, 10, 15], "seeds": [0, 1, 2, 3]},
+                 "sizes": [16, 24, 32], "magnitudes": [5, 10, 15], "seeds": [0, 1, 2]},
     },
     # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize with vanilla
     # (constant strong), weak (constant weak) and adaptive regularization, paired by seed, on
