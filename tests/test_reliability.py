@@ -324,7 +324,7 @@ def test_wrong_archive_under_the_right_name_is_caught(tmp_path, monkeypatch):
 def test_notebook_profile_of_the_wrong_type(profile):
     with pytest.raises(TypeError) as error:  # papermill -p PROFILE 3 passes the int 3
         settings("quickstart", profile)
-    assert str(error.value) == ("PROFILE must be a string, one of smoke, quick, full; got "
+    assert str(error.value) == ("PROFILE must be a string, one of smoke, quick, full, gpu; got "
                                 f"{profile!r} ({type(profile).__name__})")
 
 
