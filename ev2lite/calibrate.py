@@ -33,6 +33,7 @@ from torch import nn
 from .cache import calibration_file
 from .machine import cpu_flags, cpu_model
 from .measure import TrainStep, machine_load, summarize, time_interleaved
+from .models import create_model
 
 COMPILE_PAYS = 1.1  # a compiled step must be this much faster than eager to become the default
 
@@ -124,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time the fastest setting compiled")
     parser.add_argument("--quick", action="store_true", help="two batch sizes, three repeats")
     args = parser.parse_args(argv)
-    from .models import create_model
-
     model = create_model(args.model, num_classes=10)
     best, table = calibrate(model, args.image_size, batch_sizes=(64, 128) if args.quick else (64, 128, 256),
                             compile=args.compile, repeats=3 if args.quick else 5)
