@@ -66,11 +66,13 @@ def up_to_date(notebook: Path, profile: str, out: Path) -> bool:
     return (out / notebook.name).is_file() and recorded.get("stamp") == code_stamp(notebook, profile)
 
 
-def _record(notebook: Path, profile: str, out: Path, seconds: float) -> None:
+def _record(notebook: Path, profile: str, out: Path, seconds: float, stamp: str) -> None:
+    """Record a finished run with ``stamp``, the :func:`code_stamp` taken *before* it started
+    (a notebook edited while it runs must not be recorded as up to date)."""
     folder = out / ".runbook"
     folder.mkdir(exist_ok=True)
     (folder / f"{notebook.stem}.json").write_text(json.dumps(
-        {"stamp": code_stamp(notebook, profile), "profile": profile, "seconds": round(seconds, 1),
+        {"stamp": stamp, "profile": profile, "seconds": round(seconds, 1),
          "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n")
 
 
@@ -112,7 +114,7 @@ def _run(pm, profile: str, out: Path, notebooks: list[Path] | None, force: bool,
             print(f"{label}: up to date in {out}, skipped (--force runs it again)", flush=True)
             done.append(target)
             continue
-        start = time.perf_counter()
+        start, stamp = time.perf_counter(), code_stamp(nb, profile)
         print(f"{label} ...", flush=True)
         try:
             pm.execute_notebook(nb, target, parameters={"PROFILE": profile, "OUTPUT_DIR": str(out)},
@@ -123,7 +125,7 @@ def _run(pm, profile: str, out: Path, notebooks: list[Path] | None, force: bool,
             raise RuntimeError(f"notebook {nb.name} failed ({type(e).__name__}); the executed copy "
                                f"with the traceback is {target}") from e
         seconds = time.perf_counter() - start
-        _record(nb, profile, out, seconds)
+        _record(nb, profile, out, seconds, stamp)
         print(f"{label} done in {seconds:.0f} s", flush=True)
         done.append(target)
     index = write_index(out, executed(out))

@@ -38,3 +38,15 @@ def test_a_finished_notebook_is_skipped_until_its_code_changes_or_force(tmp_path
     assert main(["--profile", "smoke", "--out", str(out), "--force", "--quiet", str(source)]) == 0
     printed = capsys.readouterr().out
     assert "done in" in printed and "up to date" not in printed and "second smoke" not in printed
+
+
+@pytest.mark.slow
+def test_a_notebook_edited_while_it_runs_is_not_recorded_as_up_to_date(tmp_path):
+    source, out = tmp_path / "notebooks" / "00_tiny.ipynb", tmp_path / "out"
+    edit = f"import pathlib; p = pathlib.Path({str(source)!r}); p.write_bytes(p.read_bytes() + b' ')"
+    tiny_notebook(source, "x")
+    nb = nbformat.read(source, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(edit))  # the file changes during its own run
+    nbformat.write(nb, source)
+    assert main(["--profile", "smoke", "--out", str(out), "--quiet", str(source)]) == 0
+    assert not up_to_date(source, "smoke", out)
