@@ -35,7 +35,7 @@ from .models import create_model, get_config
 from .results import environment
 from .study import load_pair
 from .recipe import RECIPE_CHOICES, Recipe, Stage
-from .seeds import stream_seed
+from .seeds import seed_init
 from .train import CheckpointError, check_sizes, fit
 
 
@@ -243,7 +243,7 @@ def train_from_args(args: dict, rank: int, device: torch.device) -> tuple[pd.Dat
     download = args.get("download", False)
     train_set, test_set = load_pair(run.dataset, run.train_subset, run.test_subset, recipe.seed,
                                     download=download, progress=progress)
-    torch.manual_seed(stream_seed(recipe.seed, "init"))  # as ev2lite.study.train_once
+    seed_init(recipe.seed)  # as ev2lite.study.train_once
     model = create_model(run.model, num_classes=len(train_set.classes))
     if out and rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import torch
 
 
 def stream_seed(seed: int, purpose: str, *key: int) -> int:
@@ -30,3 +31,10 @@ def stream_seed(seed: int, purpose: str, *key: int) -> int:
     entropy = [zlib.crc32(purpose.encode()), len(parts), *map(int, parts)]
     low, high = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return (int(high) << 31) ^ int(low)  # < 2**63, as torch.manual_seed needs
+
+
+def seed_init(seed: int) -> None:
+    """Seed torch's global generator from the ``"init"`` stream of run ``seed``, just before a
+    model is built, so that its initial weights depend on the seed alone (the study helpers and
+    the command line build models this way). Raises ``ValueError`` as :func:`stream_seed`."""
+    torch.manual_seed(stream_seed(seed, "init"))

@@ -13,12 +13,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
 from .data import ImageDataset, load_dataset
 from .recipe import Recipe, Stage
-from .seeds import stream_seed
+from .seeds import seed_init
 from .stats import t_interval
 from .train import fit
 
@@ -68,7 +67,7 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
     that is killed continues where it stopped, in a later sitting too. Delete the folder to
     train everything again.
     """
-    torch.manual_seed(stream_seed(seed, "init"))
+    seed_init(seed)
     model, recipe = make_model(), replace(recipe, seed=seed)
     done = checkpoint = None
     if cache is not None:

@@ -157,3 +157,14 @@ def test_memory_guard_probes_the_recipe_optimizer(monkeypatch):
     recipe = Recipe(optimizer="rmsprop", batch_size=8)
     guard.train_memory_estimate(model, 32, recipe, torch.device("cpu"))
     assert seen == [recipe]
+
+
+def test_seed_init_makes_the_initial_weights_a_function_of_the_seed_alone():
+    from ev2lite.seeds import seed_init
+
+    weights = []
+    for seed in (3, 3, 4):
+        torch.rand(5)  # whatever drew from the generator before
+        seed_init(seed)
+        weights.append(torch.nn.Linear(4, 4).weight.detach().clone())
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
