@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from ev2lite import claim_measures as measures
 from ev2lite import claims as engine
 from ev2lite.claims import NOT_MEASURED, claims_table, load_claims, verdict
 from ev2lite.counts import count_models
@@ -266,7 +267,7 @@ def test_table5_measure_gives_the_papers_own_number():
         columns={"randaug_magnitude": "magnitude", "image_size": "size", "top1_pct": "mean"})
     paper["mean"] /= 100
     # (83.2 - 82.5) at 300 px minus (77.7 - 78.3) at 128 px; no std saved: no interval
-    est = engine.strong_augmentation_gain_growth(paper)
+    est = measures.strong_augmentation_gain_growth(paper)
     assert est.value == pytest.approx(1.3) and est.kind == "none"
 
 
@@ -277,7 +278,7 @@ def test_table5_measure_pairs_seeds_when_runs_exist():
                           "test_acc": 0.4 + (0.01 * seed) + (0.03 + 0.01 * seed if (s, m) == (128, 18) else 0)}
                          for s, m in cells for seed in range(3)])
     table = runs.groupby(["size", "magnitude"], as_index=False).test_acc.mean().rename(columns={"test_acc": "mean"})
-    est, paired = engine.strong_augmentation_gain_growth(table, seeds=runs), t_interval([3.0, 4.0, 5.0])
+    est, paired = measures.strong_augmentation_gain_growth(table, seeds=runs), t_interval([3.0, 4.0, 5.0])
     assert (est.value, est.low, est.high, est.kind) == (pytest.approx(4.0), pytest.approx(paired.low),
                                                         pytest.approx(paired.high), "seeds")
     assert t_interval([3.0, 3.0, 3.0]).kind == "none"  # no spread observed: no interval
@@ -290,9 +291,9 @@ def test_nas_measure_compares_fused_stages_early_and_late_on_the_front():
                            "pareto": [True, True, True, False],
                            **{f"block_{i}": ["fused" if i <= 3 else "mbconv", "fused" if i <= 2 else "mbconv",
                                              "fused", "fused"] for i in range(1, 7)}})
-    est = engine.fused_share_early_minus_late(search)
+    est = measures.fused_share_early_minus_late(search)
     assert est.value == pytest.approx(5 / 6) and est.kind == "models" and est.n == 2
-    assert math.isnan(engine.fused_share_early_minus_late(search.assign(pareto=False)).value)
+    assert math.isnan(measures.fused_share_early_minus_late(search.assign(pareto=False)).value)
 
 
 def test_total_time_ratio_uses_total_time_at_equal_epochs_and_the_final_size_spread():
@@ -301,7 +302,7 @@ def test_total_time_ratio_uses_total_time_at_equal_epochs_and_the_final_size_spr
         for epoch, size in enumerate(sizes, 1):
             rows.append({"model": "m", "seed": 1, "training": training, "epoch": epoch, "image_size": size,
                          "images_per_s": 10.0 + (epoch % 2), "train_time_s": seconds * epoch / 4})
-    est = engine.total_time_ratio(pd.DataFrame(rows))
+    est = measures.total_time_ratio(pd.DataFrame(rows))
     spread = relative_iqr([11, 10, 11, 10]) + relative_iqr([11, 10])
     assert est.value == pytest.approx(2.0) and est.high == pytest.approx(2.0 * (1 + spread / 100))
 
@@ -311,10 +312,10 @@ def test_depthwise_measure_reads_the_raw_timings_of_its_json():
                           "precision": ["fp32"] * 2, "format": ["channels_last"] * 2, "ps/MAC": [60.0, 10.0]})
     convs.attrs = {"raw": [{"H": 64, "C": 32, "conv": c, "precision": "fp32", "format": "channels_last",
                             "seconds": s} for c, s in (("depthwise 3x3", [1, 2, 3, 4, 5]), ("dense 3x3", [1, 2, 3]))]}
-    est = engine.depthwise_time_per_mac(convs)
+    est = measures.depthwise_time_per_mac(convs)
     assert est.value == pytest.approx(6.0) and est.high == pytest.approx(6.0 * (1 + 2 / 3 + 1 / 2))
     convs.attrs = {}
-    assert engine.depthwise_time_per_mac(convs).kind == "none"
+    assert measures.depthwise_time_per_mac(convs).kind == "none"
 
 
 def test_count_models_gives_exact_parameters_and_multiply_adds():
@@ -369,8 +370,8 @@ def test_training_cpu_time_ratio_is_a_geometric_mean_with_an_interval_over_pairs
         for training, per_epoch in (("baseline", 10.0 * speedup), ("progressive", 10.0)):
             rows += [{"model": "m", "seed": seed, "training": training, "epoch": e, "cpu_s": per_epoch}
                      for e in (1, 2)]
-    est = engine.training_cpu_time_ratio(pd.DataFrame(rows))
+    est = measures.training_cpu_time_ratio(pd.DataFrame(rows))
     assert est.value == pytest.approx((1.5 * 1.6 * 1.7) ** (1 / 3)) and est.kind == "seeds" and est.n == 3
     assert est.low < 1.5 < 1.7 < est.high
-    one = engine.training_cpu_time_ratio(pd.DataFrame(rows[:4]))
+    one = measures.training_cpu_time_ratio(pd.DataFrame(rows[:4]))
     assert one.value == pytest.approx(1.5) and one.kind == "none"
