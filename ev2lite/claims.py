@@ -15,7 +15,9 @@ side of the null the band lies on. With the 95% interval (or, for timings, the t
 value:
 
 * **not comparable**: the row names (``not_comparable``) which other quantity our number
-  measures; no verdict on the claim.
+  measures, or a result file records a missed regime check (its JSON's ``metrics.regime``,
+  :class:`ev2lite.study.Regime`: the study did not reach the regime its claim needs); no verdict
+  on the claim.
 * **inconclusive**: no interval could be made (``note`` says why: one seed, a spread not
   saved), or the interval includes the null: ``|effect| < ~2`` standard errors, or a timing
   ratio inside its tie band.
@@ -87,6 +89,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
+import json
 import math
 import re
 import sys
@@ -390,6 +393,23 @@ def format_estimate(est: Estimate | None, unit: str) -> str:
     return text + (f"; {est.detail}" if est.detail else "")
 
 
+def missed_regimes(used: str, results_dir: str | Path = RESULTS_DIR) -> list[str]:
+    """The regime checks that the result files ``used`` (names relative to ``results_dir``, as
+    :func:`estimate` returns them) record as missed: their JSON's ``metrics.regime`` entries
+    with ``reached`` false (:class:`ev2lite.study.Regime`), each as "what = value (needs ...)".
+    A verdict on numbers measured outside the regime their claim needs is *not comparable*."""
+    missed = []
+    for name in used.split():
+        meta = Path(results_dir) / Path(name).with_suffix(".json")
+        regimes = json.loads(meta.read_text()).get("metrics", {}).get("regime", []) if meta.is_file() else []
+        for r in regimes:
+            text = (f"{r['what']} = {r['value']:.1f} {r['unit']} (needs {'>=' if r['at_least'] else '<='} "
+                    f"{r['threshold']:g})")
+            if not r["reached"] and text not in missed:
+                missed.append(text)
+    return missed
+
+
 def claims_table(results_dir: str | Path = RESULTS_DIR, claims: str | Path | pd.DataFrame = CLAIMS_CSV, *,
                  strict: bool = True) -> pd.DataFrame:
     """Every claim with the paper's value, ours with its uncertainty, and its verdict.
@@ -414,8 +434,11 @@ def claims_table(results_dir: str | Path = RESULTS_DIR, claims: str | Path | pd.
                 raise
             est, used = None, ""
         band = _parse_band(c.band)
+        missed = missed_regimes(used, results_dir) if est is not None else []
         verdict_, why = ((NOT_MEASURED, "no result yet") if est is None else
-                         verdict(est, band, _null(c), c.unit, c.not_comparable))
+                         verdict(est, band, _null(c), c.unit,
+                                 c.not_comparable or (f"the study did not reach the regime its claim needs "
+                                                      f"({'; '.join(missed)})" if missed else "")))
         rows.append({"id": c.id, "claim": c.claim, "paper": c.paper_value, "ours": format_estimate(est, c.unit),
                      "value": np.nan if est is None else est.value, "low": np.nan if est is None else est.low,
                      "high": np.nan if est is None else est.high,

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -110,27 +110,63 @@ def run_key(model: nn.Module, data: tuple[ImageDataset, ImageDataset], stages: l
 
 
 class RegimeError(AssertionError):
-    """A study at the ``full`` profile did not reach the regime its claim needs."""
+    """A study at the ``full`` (or ``gpu``) profile did not reach the regime its claim needs."""
 
 
-def regime_check(what: str, value: float, threshold: float, *, profile: str,
-                 unit: str = "points", at_least: bool = True) -> bool:
+@dataclass(frozen=True)
+class Regime:
+    """The outcome of one regime check (issue 14's rule 1): ``what`` was measured, its ``value``
+    (in ``unit``), the ``threshold`` it must reach (at least it, or at most it when not
+    ``at_least``), and whether it did (``reached``; also the object's truth value).
+    :meth:`record` is what a study saves with its results, so that the claims table can tell a
+    verdict measured outside its regime (:mod:`ev2lite.claims`)."""
+
+    what: str
+    value: float
+    threshold: float
+    unit: str = "points"
+    at_least: bool = True
+
+    @property
+    def reached(self) -> bool:
+        return self.value >= self.threshold if self.at_least else self.value <= self.threshold
+
+    def __bool__(self) -> bool:
+        return self.reached
+
+    def record(self) -> dict:
+        """A JSON-ready dict: the fields and ``reached``."""
+        return {**asdict(self), "reached": self.reached}
+
+    def text(self) -> str:
+        sign = ">=" if self.at_least else "<="
+        return f"{self.what} = {self.value:.1f} {self.unit} (needs {sign} {self.threshold:g})"
+
+
+def regime_check(what: str, value: float, threshold: float, *, profile: str | None = None,
+                 unit: str = "points", at_least: bool = True) -> Regime:
     """Print whether a study reached the regime its claim needs, e.g. ``regime_check("train-test
-    gap at 32 px without RandAugment", 21.4, 15, profile=PROFILE)`` (issue 14's rule 1: a
-    regularization claim needs a baseline that overfits). Returns whether ``value`` is at least
-    (``at_least``) or at most ``threshold``. At the ``full`` profile (the committed results) and
-    the larger ``gpu`` one a missed regime raises :class:`RegimeError`; at ``smoke`` and
-    ``quick`` it is only printed, since they run the same design at a scale too small to reach
-    it."""
-    reached = value >= threshold if at_least else value <= threshold
-    sign = ">=" if at_least else "<="
-    print(f"regime check: {what} = {value:.1f} {unit} (needs {sign} {threshold:g}): "
-          f"{'reached' if reached else 'NOT reached'}", flush=True)
-    if not reached and profile in ("full", "gpu"):
-        raise RegimeError(f"{what} is {value:.1f} {unit}, not {sign} {threshold:g}: the full "
-                          "profile did not reach the regime its claim needs; change the design "
-                          "(more epochs, fewer images) and say so in the notebook")
-    return reached
+    gap at 32 px without RandAugment", 21.4, 15)`` (issue 14's rule 1: a regularization claim
+    needs a baseline that overfits), and return the :class:`Regime`. With ``profile``, a missed
+    regime at ``full`` or ``gpu`` raises :class:`RegimeError` at once (:func:`enforce`); a study
+    that saves its results first passes no profile, saves ``regime.record()`` with them, then
+    calls :func:`enforce`. At ``smoke`` and ``quick`` it is only printed, since they run the
+    same design at a scale too small to reach it."""
+    regime = Regime(what, float(value), threshold, unit, at_least)
+    print(f"regime check: {regime.text()}: {'reached' if regime else 'NOT reached'}", flush=True)
+    if profile is not None:
+        enforce([regime], profile)
+    return regime
+
+
+def enforce(regimes: list[Regime], profile: str) -> None:
+    """Raise :class:`RegimeError` for the first missed regime when ``profile`` is ``full`` or
+    ``gpu`` (the committed results must come from the regime their claim needs)."""
+    missed = [r for r in regimes if not r.reached]
+    if missed and profile in ("full", "gpu"):
+        raise RegimeError(f"{missed[0].text()}: the {profile} profile did not reach the regime its "
+                          "claim needs; change the design (more epochs, fewer images) and say so "
+                          "in the notebook")
 
 
 def mean_std(runs: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.DataFrame:

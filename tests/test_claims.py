@@ -375,3 +375,17 @@ def test_training_cpu_time_ratio_is_a_geometric_mean_with_an_interval_over_pairs
     assert est.low < 1.5 < 1.7 < est.high
     one = measures.training_cpu_time_ratio(pd.DataFrame(rows[:4]))
     assert one.value == pytest.approx(1.5) and one.kind == "none"
+
+
+def test_a_result_that_missed_its_regime_is_not_comparable(tmp_path):
+    results = tmp_path / "results"
+    write_results(results)
+    missed = {"what": "train-test gap", "value": 10.7, "threshold": 15, "unit": "points", "at_least": True,
+              "reached": False}
+    (results / "gain_runs.json").write_text(json.dumps({"metrics": {"regime": [missed]}}))
+    row = claims_table(results, claims_file(tmp_path, [GAIN])).iloc[0]
+    assert row.verdict == "not comparable" and row.value == pytest.approx(2.5)  # the number stays shown
+    assert "did not reach the regime" in row.why and "train-test gap = 10.7 points (needs >= 15)" in row.why
+    (results / "gain_runs.json").write_text(json.dumps({"metrics": {"regime": [{**missed, "value": 20.0,
+                                                                                "reached": True}]}}))
+    assert claims_table(results, claims_file(tmp_path, [GAIN])).iloc[0].verdict == "direction only"

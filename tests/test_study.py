@@ -50,7 +50,7 @@ from torch import nn
 import ev2lite.study as study
 from ev2lite.data import ImageDataset
 from ev2lite.recipe import Recipe, Stage
-from ev2lite.study import RegimeError, draw, regime_check, run_key, train_once
+from ev2lite.study import RegimeError, draw, enforce, regime_check, run_key, train_once
 from ev2lite.train import fit
 
 
@@ -119,11 +119,16 @@ def test_eval_every_tests_only_every_nth_and_the_last_epoch(one_thread):
         Recipe(eval_every=0)
 
 
-def test_regime_check_prints_and_refuses_a_missed_regime_only_at_full(capsys):
+def test_regime_check_prints_records_and_refuses_a_missed_regime_only_at_full(capsys):
     assert regime_check("train-test gap", 21.0, 15, profile="full")
     assert "reached" in capsys.readouterr().out
-    assert not regime_check("train-test gap", 4.0, 15, profile="quick")
-    assert "NOT reached" in capsys.readouterr().out
+    missed = regime_check("train-test gap", 4.0, 15, profile="quick")
+    assert not missed and "NOT reached" in capsys.readouterr().out
+    assert missed.record() == {"what": "train-test gap", "value": 4.0, "threshold": 15, "unit": "points",
+                               "at_least": True, "reached": False}
     with pytest.raises(RegimeError, match="did not reach the regime"):
         regime_check("train-test gap", 4.0, 15, profile="full")
+    enforce([missed], "quick")  # only printed below full
+    with pytest.raises(RegimeError, match="gpu profile"):
+        enforce([regime_check("ok", 20, 15), missed], "gpu")
     assert regime_check("seconds", 3.0, 5, profile="full", unit="s", at_least=False)
