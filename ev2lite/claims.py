@@ -104,6 +104,7 @@ from .estimates import NoRows, affine_in, eval_rows, iqr_estimate, seed_estimate
 from .paper import PAPER_DIR
 from .results import RESULTS_DIR, load_results, save_results
 from .stats import KINDS, Estimate, binomial_interval
+from .study import Regime
 
 CLAIMS_CSV = PAPER_DIR / "claims.csv"
 FINDINGS_CSV = PAPER_DIR / "own_findings.csv"
@@ -403,8 +404,7 @@ def missed_regimes(used: str, results_dir: str | Path = RESULTS_DIR) -> list[str
         meta = Path(results_dir) / Path(name).with_suffix(".json")
         regimes = json.loads(meta.read_text()).get("metrics", {}).get("regime", []) if meta.is_file() else []
         for r in regimes:
-            text = (f"{r['what']} = {r['value']:.1f} {r['unit']} (needs {'>=' if r['at_least'] else '<='} "
-                    f"{r['threshold']:g})")
+            text = Regime(r["what"], r["value"], r["threshold"], r["unit"], r["at_least"]).text()
             if not r["reached"] and text not in missed:
                 missed.append(text)
     return missed
