@@ -10,7 +10,9 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .counts import parameter_ratio
 from .estimates import last_epochs, noted, seed_estimate, summary_estimate
@@ -84,21 +86,40 @@ def depthwise_time_per_mac(convs: pd.DataFrame) -> Estimate:
 
 
 @_measure
-def fused_share_early_minus_late(search: pd.DataFrame) -> Estimate:
-    """Among the searched models on the Pareto front, the share of Fused-MBConv stages among
-    stages 1-3 minus among stages 4-6 (> 0: fused early, MBConv late, as in EfficientNetV2-S;
-    Section 3.3). Kind ``models``: t-interval over the front's models, each contributing its
-    own share difference. NaN (not measured) when the front holds no searched model.
+def fused_early_reward_correlation(search: pd.DataFrame, resamples: int = 9999) -> Estimate:
+    """Does the search's reward prefer Fused-MBConv early and MBConv late (Section 3.3, Table 4)?
+    Over the random samples, the Pearson correlation between each sample's share of Fused-MBConv
+    among stages 1-3 minus its share among stages 4-6 (-1 to +1) and its reward: > 0 when models
+    that fuse early and not late score higher, < 0 for the opposite preference. A test that can
+    fail either way. Kind ``models``: the 95% bootstrap interval (BCa, samples resampled with
+    their rewards, ``scipy.stats.bootstrap``, seeded); ``detail`` gives the one-sided
+    permutation p-value (rewards shuffled among the samples, ``scipy.stats.permutation_test``)
+    and the same correlation with accuracy and with step time alone. NaN (not measured) with
+    fewer than 3 samples.
 
     ``search``: notebook 03's table, columns ``kind`` (``sample`` for searched models),
-    ``pareto`` (bool) and ``block_1`` ... ``block_6`` (``fused`` or ``mbconv``).
+    ``reward``, ``accuracy``, ``step_time_s`` and ``block_1`` ... ``block_6`` (``fused`` or
+    ``mbconv``).
     """
-    front = search[(search.kind == "sample") & search.pareto.astype(bool)]
-    if front.empty:
+    samples = search[search.kind == "sample"]
+    if len(samples) < 3:
         return Estimate(float("nan"))
-    fused = front[[f"block_{i}" for i in range(1, 7)]].eq("fused").to_numpy()
-    per_model = fused[:, :3].mean(axis=1) - fused[:, 3:].mean(axis=1)
-    return t_interval(per_model, kind="models", note="searched models on the Pareto front")
+    fused = samples[[f"block_{i}" for i in range(1, 7)]].eq("fused").to_numpy()
+    early_minus_late = fused[:, :3].mean(axis=1) - fused[:, 3:].mean(axis=1)
+
+    def corr(x, y):
+        return np.corrcoef(x, y)[0, 1]
+
+    reward = samples.reward.to_numpy(float)
+    ci = stats.bootstrap((early_minus_late, reward), corr, paired=True, vectorized=False,
+                         n_resamples=resamples, rng=np.random.default_rng(0)).confidence_interval
+    p = stats.permutation_test((early_minus_late, reward), corr, permutation_type="pairings",
+                               vectorized=False, alternative="greater", n_resamples=resamples,
+                               rng=np.random.default_rng(0)).pvalue
+    parts = ", ".join(f"with {name} alone r = {corr(early_minus_late, samples[col].to_numpy(float)):+.2f}"
+                      for name, col in (("accuracy", "accuracy"), ("step time", "step_time_s")))
+    return Estimate(corr(early_minus_late, reward), ci.low, ci.high, "models", len(samples),
+                    f"{len(samples)} samples, bootstrap", f"permutation p = {p:.3f} (one-sided); {parts}")
 
 
 @_measure

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import claims_table, load_claims
+from .claims import FINDINGS_CSV, claims_table, load_claims
 from .results import RESULTS_DIR
 
 
@@ -22,12 +22,14 @@ def claim_verdicts(ids: list[str], run_dir: str | Path, profile: str,
 
     Columns: ``claim``, ``paper`` (as printed), ``this run (PROFILE)`` and ``its verdict``,
     ``committed full`` and ``verdict`` (``not measured yet`` where a file is missing, or where
-    this run's profile is too small for a selection). Raises ``KeyError`` for an unknown id.
+    this run's profile is too small for a selection). An id is looked up among the paper's
+    claims (``data/paper/claims.csv``) and then among our own findings (``own_findings.csv``).
+    Raises ``KeyError`` for an unknown id.
     """
-    claims = load_claims()
+    claims = pd.concat([load_claims(), load_claims(FINDINGS_CSV)], ignore_index=True)
     unknown = sorted(set(ids) - set(claims.id))
     if unknown:
-        raise KeyError(f"unknown claim id(s) {unknown}: see data/paper/claims.csv")
+        raise KeyError(f"unknown claim id(s) {unknown}: see data/paper/claims.csv and own_findings.csv")
     chosen = claims.set_index("id").loc[ids].reset_index()
     ours = claims_table(run_dir, chosen, strict=False).set_index("id")
     committed = claims_table(committed_dir, chosen, strict=False).set_index("id")

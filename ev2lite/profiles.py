@@ -55,13 +55,14 @@ STUDIES: dict[str, dict[str, dict]] = {
     },
     # 06_adaptive_regularization, Table 13 and Figure 6: progressive / random resize with vanilla
     # (constant strong), weak (constant weak) and adaptive regularization, paired by seed, on
-    # CIFAR-10 with Table 6's V2-S plan scaled to 16 -> 32 px; same regime as notebook 05.
+    # CIFAR-10 with Table 6's V2-S plan scaled to 16 -> 32 px (RandAugment 0 -> 10); notebook
+    # 05's 2,000 images, trained 80 epochs so that progressive resizing overfits (second design).
     "adaptive_regularization": {
         "smoke": {"train_subset": 200, "test_subset": 200, "epochs": 2, "num_stages": 2,
                   "batch_size": 50, "seeds": [0]},
         "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 8, "num_stages": 4,
                   "batch_size": 128, "seeds": [0, 1]},
-        "full": {"train_subset": 2000, "test_subset": None, "epochs": 40, "num_stages": 4,
+        "full": {"train_subset": 2000, "test_subset": None, "epochs": 80, "num_stages": 4,
                  "batch_size": 128, "seeds": [0, 1, 2]},
     },
     # 07_progressive_other_networks, Table 12: a half-width ResNet-18 and a CPU-scale EfficientNet

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -65,7 +66,10 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
     already finished there is read back instead of trained, and an interrupted one resumes from
     its last epoch (``fit``'s checkpoint, deleted once the history is saved). So a long profile
     that is killed continues where it stopped, in a later sitting too. Delete the folder to
-    train everything again.
+    train everything again. A run being trained holds a lock file (``<key>.lock``, its process
+    id); another process on the same machine that reaches the same run waits for its history
+    instead of training it twice, so two copies of a profile (one thread each, in different
+    orders) can share the work; a lock left by a process that died is taken over.
     """
     seed_init(seed)
     model, recipe = make_model(), replace(recipe, seed=seed)
@@ -75,21 +79,60 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
         folder.mkdir(parents=True, exist_ok=True)
         key = run_key(model, data, stages, recipe, labels)
         done, checkpoint = folder / f"{key}.csv", folder / f"{key}.pt"
+    lock = None if done is None else _lock_or_wait(done.with_suffix(".lock"), done)
     if done is not None and done.exists():
         history, how = pd.read_csv(done), "read from the cache"
     else:
-        history = fit(model, *data, stages, recipe, checkpoint=checkpoint, progress=False)
-        how = f"{history.train_time_s.iloc[-1]:.0f} s"
-        if done is not None:
-            tmp = done.with_suffix(".tmp")
-            history.to_csv(tmp, index=False)
-            os.replace(tmp, done)
-            checkpoint.unlink(missing_ok=True)
+        try:
+            history = fit(model, *data, stages, recipe, checkpoint=checkpoint, progress=False)
+            how = f"{history.train_time_s.iloc[-1]:.0f} s"
+            if done is not None:
+                tmp = done.with_suffix(".tmp")
+                history.to_csv(tmp, index=False)
+                os.replace(tmp, done)
+                checkpoint.unlink(missing_ok=True)
+        finally:
+            if lock is not None:
+                lock.unlink(missing_ok=True)
     if report:
         last = history.iloc[-1]
         print(f"trained {', '.join(f'{k}={v}' for k, v in labels.items()) or 'run'}, seed {seed}: "
               f"test accuracy {last.test_acc:.1%} after {int(last.epoch)} epochs, {how}", flush=True)
     return history.assign(seed=seed, **labels)
+
+
+LOCK_POLL_S = 10.0  # how often a process waiting for another's run looks again, in seconds
+
+
+def _lock_or_wait(lock: Path, done: Path) -> Path | None:
+    """Take ``lock`` (create it holding this process id) unless ``done`` exists; while a live
+    process holds it, wait. Returns the lock taken, or ``None`` once ``done`` exists."""
+    while not done.exists():
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _alive(lock):
+                lock.unlink(missing_ok=True)  # its process died: take the run over
+            else:
+                time.sleep(LOCK_POLL_S)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return lock
+    return None
+
+
+def _alive(lock: Path) -> bool:
+    """Whether the process whose id ``lock`` holds still runs (an empty or unreadable lock is
+    being written: counted as alive)."""
+    try:
+        pid = int(lock.read_text())
+        os.kill(pid, 0)
+    except (ValueError, FileNotFoundError, PermissionError):
+        return True
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def run_key(model: nn.Module, data: tuple[ImageDataset, ImageDataset], stages: list[Stage],

@@ -284,16 +284,27 @@ def test_table5_measure_pairs_seeds_when_runs_exist():
     assert t_interval([3.0, 3.0, 3.0]).kind == "none"  # no spread observed: no interval
 
 
-def test_nas_measure_compares_fused_stages_early_and_late_on_the_front():
-    # front: one model fused in stages 1-3, one in stages 1-2; a reference and an off-front
-    # sample (fused everywhere) do not count
-    search = pd.DataFrame({"kind": ["sample", "sample", "reference", "sample"],
-                           "pareto": [True, True, True, False],
-                           **{f"block_{i}": ["fused" if i <= 3 else "mbconv", "fused" if i <= 2 else "mbconv",
-                                             "fused", "fused"] for i in range(1, 7)}})
-    est = measures.fused_share_early_minus_late(search)
-    assert est.value == pytest.approx(5 / 6) and est.kind == "models" and est.n == 2
-    assert math.isnan(measures.fused_share_early_minus_late(search.assign(pareto=False)).value)
+def nas_search(reward_of_share, n=24, seed=0):
+    """A random search table: each sample's blocks drawn at random; reward from its share of
+    Fused-MBConv early minus late, plus noise."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.choice(["fused", "mbconv"], size=(n, 6))
+    share = (blocks[:, :3] == "fused").mean(1) - (blocks[:, 3:] == "fused").mean(1)
+    reward = reward_of_share(share) + rng.normal(0, 0.01, n)
+    return pd.DataFrame({"kind": "sample", "reward": reward, "accuracy": reward, "step_time_s": 1 - share,
+                         **{f"block_{i + 1}": blocks[:, i] for i in range(6)}}), share
+
+
+@pytest.mark.parametrize("slope, expected", [(0.05, "holds"), (-0.05, "fails"), (0.0, "inconclusive")])
+def test_nas_measure_is_a_test_that_can_fail(slope, expected):
+    search, share = nas_search(lambda share: 0.2 + slope * share)
+    # a reference row is not a sample and does not count
+    search = pd.concat([search, search.iloc[:1].assign(kind="reference", reward=9.0)])
+    est = measures.fused_early_reward_correlation(search, resamples=999)
+    assert est.kind == "models" and est.n == 24 and "permutation p" in est.detail
+    assert est.value == pytest.approx(scipy_stats.pearsonr(share, search.reward[:24]).statistic)  # scipy
+    assert verdict(est, (0, math.inf), 0, "")[0] == expected
+    assert math.isnan(measures.fused_early_reward_correlation(search.iloc[:2]).value)
 
 
 def test_total_time_ratio_uses_total_time_at_equal_epochs_and_the_final_size_spread():

@@ -1,6 +1,9 @@
 """Study helpers: seed statistics, paired differences, the run cache, regime checks."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -82,6 +85,33 @@ def test_a_cached_run_is_read_back_not_trained_again(tmp_path, monkeypatch, one_
     pd.testing.assert_frame_equal(first, again, check_dtype=False)
     with pytest.raises(AssertionError, match="cached run"):  # another seed is another run
         train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 1, cache=tmp_path, arm="a")
+
+
+def test_a_run_locked_by_a_live_process_is_waited_for_not_trained_twice(tmp_path, monkeypatch, one_thread):
+    trained = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path / "a")
+    key = run_key(tiny_model(), TINY, TINY_STAGES, replace(TINY_RECIPE, seed=0), {})
+    other = tmp_path / "b"
+    other.mkdir()
+    (other / f"{key}.lock").write_text(str(os.getpid()))  # "another process" is training it
+    slept = []
+
+    def the_other_finishes(seconds):  # while we wait, the other process saves its history
+        slept.append(seconds)
+        trained.drop(columns="seed").to_csv(other / f"{key}.csv", index=False)
+
+    monkeypatch.setattr(study.time, "sleep", the_other_finishes)
+    monkeypatch.setattr(study, "fit", lambda *a, **k: pytest.fail("fit ran for a locked run"))
+    again = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=other)
+    assert slept and list(again.test_acc) == list(trained.test_acc)
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, one_thread):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    key = run_key(tiny_model(), TINY, TINY_STAGES, replace(TINY_RECIPE, seed=0), {})
+    tmp_path.joinpath(f"{key}.lock").write_text(str(dead.pid))
+    history = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path)
+    assert len(history) == 3 and not list(tmp_path.glob("*.lock"))  # trained, lock released
 
 
 def test_run_key_changes_with_seed_data_stages_and_labels():
