@@ -32,7 +32,7 @@ from torch import nn
 
 from .cache import calibration_file
 from .machine import cpu_flags, cpu_model
-from .measure import TrainStep, machine_load, summarize, time_interleaved
+from .measure import TrainStep, machine_load, summarize, time_interleaved, was_busy
 from .models import create_model
 
 COMPILE_PAYS = 1.1  # a compiled step must be this much faster than eager to become the default
@@ -72,6 +72,10 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
     try:
         with machine_load() as load:
             seconds = time_interleaved(settings, warmup=warmup, repeats=repeats)
+        # the 1-thread settings can use only one core: judge the load by the mean threads in use
+        load["expected_threads"] = (sum(key[2] * sum(s) for key, s in seconds.items())
+                                    / sum(sum(s) for s in seconds.values()))
+        load["busy"] = was_busy(load, load["expected_threads"])
         rows = [{"channels_last": layout, "batch_size": batch, "threads": threads, "compiled": False,
                  **_stats(seconds[(layout, batch, threads)], batch)}
                 for layout, batch, threads in settings]

@@ -43,7 +43,10 @@ def cpu_flags() -> frozenset[str]:
 def native_bf16(device: str | torch.device | None = None) -> bool:
     """Whether ``device`` (default: CUDA when available, else CPU) computes bfloat16 natively:
     on CPU, AMX-BF16 or AVX-512-BF16 (without them torch emulates bf16 and it runs slower than
-    fp32); on CUDA, ``torch.cuda.is_bf16_supported()``."""
+    fp32); on CUDA, ``torch.cuda.is_bf16_supported()``. Native is not the same as fast: on a
+    Xeon with AVX-512-BF16 and no AMX, bf16 autocast ran EfficientNet training steps at
+    0.38-0.78x fp32 (``results/bench_train_step.csv``, 2026-12-02), so measure before choosing
+    it (``benchmarks/bench_train_step.py``'s bf16 column)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

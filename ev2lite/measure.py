@@ -239,8 +239,18 @@ def machine_load() -> Iterator[dict]:
     cores, threads = os.cpu_count() or 1, torch.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     record.update(wall_s=wall, cpu_s=cpu, cpu_per_wall=cpu / wall if wall else float("nan"),
-                  load_1min=load, cores=cores, threads=threads,
-                  busy=bool(load > cores + 0.5 or cpu < 0.75 * wall * min(threads, cores)))
+                  load_1min=load, cores=cores, threads=threads)
+    record["busy"] = was_busy(record)
+
+
+def was_busy(record: dict, threads: float | None = None) -> bool:
+    """:func:`machine_load`'s verdict on its ``record``: the load exceeded the cores by more
+    than half a core, or the process got under 75% of the CPU that ``threads`` (default the
+    record's; a block that ran some steps on fewer threads passes their time-weighted mean)
+    could use."""
+    threads = record["threads"] if threads is None else threads
+    return bool(record["load_1min"] > record["cores"] + 0.5
+                or record["cpu_s"] < 0.75 * record["wall_s"] * min(threads, record["cores"]))
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], *, warmup: int = 3,

@@ -98,6 +98,24 @@ def t_interval(values: Sequence[float], *, kind: str = "seeds", note: str = "",
     return Estimate(mean, mean - half, mean + half, kind, int(x.size), what)
 
 
+def seeds_to_decide(mean: float, std: float, *, confidence: float = CONFIDENCE,
+                    at_most: int = 1000) -> float:
+    """How many independent seeds a paired difference would need for its Student-t interval to
+    exclude 0, if further seeds kept the observed ``mean`` and ``std`` (of the per-seed
+    differences): the smallest ``n >= 2`` with ``t(0.5 + confidence / 2, n - 1) * std /
+    sqrt(n) < |mean|``. A planning figure for "inconclusive at this budget", not a promise: the
+    mean itself is uncertain. ``inf`` beyond ``at_most`` seeds or for a zero mean; NaN for a NaN
+    input."""
+    if math.isnan(mean) or math.isnan(std):
+        return NAN
+    if std == 0:
+        return 2.0 if mean != 0 else math.inf
+    for n in range(2, at_most + 1):
+        if stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) < abs(mean):
+            return float(n)
+    return math.inf
+
+
 def welch_interval(means: Sequence[float], stds: Sequence[float], counts: Sequence[int],
                    weights: Sequence[float], *, confidence: float = CONFIDENCE) -> Estimate:
     """``sum(w_i * mean_i)`` over independent groups summarized by mean, standard deviation

@@ -19,7 +19,7 @@ from torch import nn
 from .data import ImageDataset, load_dataset
 from .recipe import Recipe, Stage
 from .seeds import seed_init
-from .stats import t_interval
+from .stats import seeds_to_decide, t_interval
 from .train import fit
 
 
@@ -229,12 +229,14 @@ def paired_difference(runs: pd.DataFrame, by: str, arm: str, treatment: str, bas
     (same subset, initialisation and data order), then per ``by`` group: ``mean``, ``std``,
     ``count`` (seeds) and ``low``, ``high``, the Student-t 95% interval of the mean (NaN with one
     seed; :func:`ev2lite.stats.t_interval`), in the units of ``value`` (Table 13's "adaptive
-    minus vanilla"). Seeds missing either arm are left out. Raises ``KeyError`` if an arm is
-    missing altogether."""
+    minus vanilla"), and ``seeds_to_decide``, how many seeds would put the interval clear of 0
+    if the observed mean and spread held (:func:`ev2lite.stats.seeds_to_decide`). Seeds
+    missing either arm are left out. Raises ``KeyError`` if an arm is missing altogether."""
     final = runs.sort_values("epoch").groupby([by, arm, "seed"])[value].last().unstack(arm)
     rows = {}
     for group, diff in (final[treatment] - final[baseline]).dropna().groupby(level=by):
         est = t_interval(diff.to_numpy())
         rows[group] = {"mean": est.value, "std": diff.std(), "count": len(diff),
-                       "low": est.low, "high": est.high}
+                       "low": est.low, "high": est.high,
+                       "seeds_to_decide": seeds_to_decide(est.value, diff.std())}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(by)

@@ -40,6 +40,7 @@ def test_calibrate_times_every_layout_batch_and_thread_count_and_restores_thread
     assert (best["channels_last"], best["batch_size"], best["threads"]) == (
         fastest.channels_last, fastest.batch_size, fastest.threads)
     assert {"cpu_model", "torch", "load"} <= set(best) and "compile_speedup" not in best
+    assert best["load"]["expected_threads"] == 1  # the mean threads the timed settings used
     with pytest.raises(ValueError, match="at least one batch size"):
         calibrate(tiny(), 8, batch_sizes=())
 

@@ -136,6 +136,15 @@ def test_machine_load_records_cpu_and_wall_and_flags_a_starved_process(monkeypat
     assert sleeping["busy"] and sleeping["cpu_per_wall"] < 0.5
 
 
+def test_a_block_that_ran_partly_on_one_thread_is_judged_by_its_mean_threads():
+    from ev2lite.measure import was_busy
+
+    # 2 threads on 2 cores, 1.42 CPU s per wall s: starved for 2 threads, not for a mean of 1.5
+    # (half the time on 1 thread, as calibration's interleaved 1- and 2-thread settings)
+    record = {"wall_s": 10.0, "cpu_s": 14.2, "load_1min": 0.9, "cores": 2, "threads": 2}
+    assert was_busy(record) and not was_busy(record, 1.5)
+
+
 def test_native_bf16_and_the_layout_default_follow_the_cpu_flags(monkeypatch):
     import ev2lite.machine as machine
     from ev2lite.recipe import Recipe

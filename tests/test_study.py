@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
+from ev2lite.stats import seeds_to_decide
 from ev2lite.study import mean_std, paired_difference
 
 
@@ -41,6 +42,15 @@ def test_paired_difference_pairs_runs_of_the_same_seed():
     assert table.loc["net", "high"] == pytest.approx(0.015 + half, rel=1e-3)
     one = paired_difference(RUNS[RUNS.seed == 0], "model", "training", "progressive", "baseline")
     assert one.loc["net", "mean"] == pytest.approx(-0.02) and math.isnan(one.loc["net", "low"])
+
+
+def test_seeds_to_decide_follows_the_t_table():
+    # mean 1, std 1: n = 6 gives t(0.975, 5) / sqrt(6) = 2.571 / 2.449 = 1.05 (not clear of 0),
+    # n = 7 gives 2.447 / 2.646 = 0.925 (clear); values of the printed t-table
+    assert seeds_to_decide(1.0, 1.0) == 7 and seeds_to_decide(-1.0, 1.0) == 7
+    assert seeds_to_decide(0.0, 1.0) == math.inf and math.isnan(seeds_to_decide(float("nan"), 1.0))
+    table = paired_difference(RUNS, "model", "training", "progressive", "baseline")
+    assert table.loc["net", "seeds_to_decide"] == seeds_to_decide(0.015, table.loc["net", "std"])
 
 
 # --- the run cache, eval_every, regime checks (issue 14's rules 1 and 5) -----------------------
