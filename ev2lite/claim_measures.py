@@ -85,6 +85,13 @@ def depthwise_time_per_mac(convs: pd.DataFrame) -> Estimate:
     return tie_band(ratio, [spread(dw, "depthwise 3x3"), spread(dense, "dense 3x3")])
 
 
+def fused_early_minus_late(samples: pd.DataFrame) -> np.ndarray:
+    """Per row of notebook 03's search table, its share of Fused-MBConv among stages 1-3 minus
+    its share among stages 4-6 (-1 to +1; columns ``block_1`` ... ``block_6``)."""
+    fused = samples[[f"block_{i}" for i in range(1, 7)]].eq("fused").to_numpy()
+    return fused[:, :3].mean(axis=1) - fused[:, 3:].mean(axis=1)
+
+
 @_measure
 def fused_early_reward_correlation(search: pd.DataFrame, resamples: int = 9999) -> Estimate:
     """Does the search's reward prefer Fused-MBConv early and MBConv late (Section 3.3, Table 4)?
@@ -104,8 +111,7 @@ def fused_early_reward_correlation(search: pd.DataFrame, resamples: int = 9999) 
     samples = search[search.kind == "sample"]
     if len(samples) < 3:
         return Estimate(float("nan"))
-    fused = samples[[f"block_{i}" for i in range(1, 7)]].eq("fused").to_numpy()
-    early_minus_late = fused[:, :3].mean(axis=1) - fused[:, 3:].mean(axis=1)
+    early_minus_late = fused_early_minus_late(samples)
 
     def corr(x, y):
         return np.corrcoef(x, y)[0, 1]
