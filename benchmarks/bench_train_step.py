@@ -8,10 +8,13 @@ forward, cross-entropy, backward, SGD step with Nesterov momentum. Columns give 
 over the repeats) of:
 
 =================  ===========================================================================
-ev2lite            ``ev2lite.create_model``, channels_last, fp32: ev2lite's defaults
+ev2lite            ``ev2lite.create_model``, fp32, eager, in this machine's default layout
+                   (``ev2lite.machine.default_channels_last``: its calibration, else
+                   channels_last): ev2lite's defaults; a copy of one of the next two columns
+ev2lite CL         the same in channels_last, the default of every machine before issue 13
 ev2lite NCHW       the same in the default memory format
-ev2lite bf16       the same with bfloat16 autocast
-ev2lite 1 thread   the same with ``torch.set_num_threads(1)`` during the step
+ev2lite bf16       the default layout with bfloat16 autocast
+ev2lite 1 thread   the default layout with ``torch.set_num_threads(1)`` during the step
 torchvision        ``torchvision.models.efficientnet_v2_s`` / ``efficientnet_b0``, channels_last,
                    fp32 (torchvision has no EfficientNetV2-B0: n/a)
 timm               channels_last, fp32; ``timm.create_model`` of ``efficientnetv2_s`` (the
@@ -31,7 +34,8 @@ out of the box     the torchvision model as tutorials train it: default memory f
 
 All implementations of one (model, size) are measured side by side: their steps take turns
 (``ev2lite.measure.time_interleaved``), so background load hits all of them alike. The ratio
-columns divide images/s; ``max IQR %`` is the largest interquartile range among the row's
+columns divide images/s (``default/old default`` is ev2lite over ev2lite CL: what measuring the
+layout per machine bought); ``max IQR %`` is the largest interquartile range among the row's
 implementations, in percent of its median (the noise of the row).
 """
 
@@ -48,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 from _common import options, save
 from ev2lite import create_model
 from ev2lite.data import NORMALIZATION, load_dataset
+from ev2lite.machine import default_channels_last
 from ev2lite.measure import (TrainStep, count_params, summarize, time_interleaved,
                              training_multiply_adds)
 
@@ -62,12 +67,13 @@ SETTINGS = {
     "tiny": {"models": ["efficientnetv2_b0", "efficientnet_b0"], "sizes": [32], "batch": 2,
              "warmup": 0, "repeats": 1},
 }
-COLUMNS = ["ev2lite", "ev2lite NCHW", "ev2lite bf16", "ev2lite 1 thread", "torchvision", "timm",
+COLUMNS = ["ev2lite", "ev2lite CL", "ev2lite NCHW", "ev2lite bf16", "ev2lite 1 thread", "torchvision", "timm",
            "out of the box"]
 RATIOS = {"ev2lite/torchvision": ("ev2lite", "torchvision"),
           "ev2lite/timm": ("ev2lite", "timm"),
           "ev2lite/out of the box": ("ev2lite", "out of the box"),
-          "channels_last/NCHW": ("ev2lite", "ev2lite NCHW"),
+          "default/old default": ("ev2lite", "ev2lite CL"),
+          "channels_last/NCHW": ("ev2lite CL", "ev2lite NCHW"),
           "bf16/fp32": ("ev2lite bf16", "ev2lite"),
           "2/1 threads": ("ev2lite", "ev2lite 1 thread")}
 
@@ -105,10 +111,13 @@ def implementations(name: str, size: int, batch: int) -> dict:
     """The steps to compare for one model and image size, by column name."""
     model = create_model(name)
     timm_name, timm_kwargs = TIMM[name]
-    steps = {"ev2lite": TrainStep(model, size, batch),
+    layout = default_channels_last()
+    steps = {"ev2lite CL": TrainStep(model, size, batch, channels_last=True),
              "ev2lite NCHW": TrainStep(model, size, batch, channels_last=False),
-             "ev2lite bf16": TrainStep(model, size, batch, precision="bf16"),
-             "ev2lite 1 thread": on_one_thread(TrainStep(model, size, batch)),
+             "ev2lite bf16": TrainStep(model, size, batch, channels_last=layout,
+                                       precision="bf16"),
+             "ev2lite 1 thread": on_one_thread(TrainStep(model, size, batch,
+                                                         channels_last=layout)),
              "timm": TrainStep(timm.create_model(timm_name, **timm_kwargs), size, batch)}
     if TORCHVISION[name]:
         reference = getattr(torchvision.models, TORCHVISION[name])()
@@ -130,10 +139,11 @@ def main() -> None:
             seconds = time_interleaved(steps, warmup=settings["warmup"],
                                        repeats=settings["repeats"])
             stats = {impl: summarize(s, settings["batch"]) for impl, s in seconds.items()}
+            stats["ev2lite"] = stats["ev2lite CL" if default_channels_last() else "ev2lite NCHW"]
             speed = {c: stats[c]["images_per_s"] if c in stats else float("nan") for c in COLUMNS}
             rows.append({
                 "model": name, "image_size": size, "batch": settings["batch"],
-                "params_M": count_params(steps["ev2lite"].model) / 1e6,
+                "params_M": count_params(steps["ev2lite CL"].model) / 1e6,
                 "train_GMAC_per_image": training_multiply_adds(name, size) / 1e9,
                 **speed, **{r: speed[a] / speed[b] for r, (a, b) in RATIOS.items()},
                 "max IQR %": max(s["iqr_percent"] for s in stats.values())})

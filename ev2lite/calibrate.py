@@ -57,8 +57,10 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
     (of the highest images/s), ``compile_speedup`` (compiled over eager images/s; absent
     without ``compile``), the machine (``cpu_model``, ``cpu_flags``, ``torch``) and the
     :func:`~ev2lite.measure.machine_load` record with its ``busy`` flag; ``table`` has one row
-    per setting (``channels_last``, ``batch_size``, ``threads``, ``compiled``, ``median_s``,
-    ``iqr_percent``, ``images_per_s``). The thread count in force before the call is restored.
+    per setting (``channels_last``, ``batch_size``, ``threads``, ``compiled``, ``pass``,
+    ``median_s``, ``iqr_percent``, ``images_per_s``): ``pass`` is ``"grid"`` for the
+    interleaved grid, ``"compile pair"`` for the best setting eager and compiled timed again
+    side by side (``compile_speedup`` is that pair's ratio, so compare those two rows). The thread count in force before the call is restored.
     Raises ``ValueError`` for an empty candidate list.
     """
     cores = os.cpu_count() or 1
@@ -77,7 +79,7 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
                                     / sum(sum(s) for s in seconds.values()))
         load["busy"] = was_busy(load, load["expected_threads"])
         rows = [{"channels_last": layout, "batch_size": batch, "threads": threads, "compiled": False,
-                 **_stats(seconds[(layout, batch, threads)], batch)}
+                 "pass": "grid", **_stats(seconds[(layout, batch, threads)], batch)}
                 for layout, batch, threads in settings]
         best = max(rows, key=lambda r: r["images_per_s"])
         result = {k: best[k] for k in ("channels_last", "batch_size", "threads")}
@@ -89,8 +91,9 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
             pair["compiled"]()  # the compilation, not timed
             timed = time_interleaved(pair, warmup=warmup, repeats=repeats)
             stats = {name: _stats(timed[name], batch) for name in pair}
-            rows.append({"channels_last": layout, "batch_size": batch, "threads": threads,
-                         "compiled": True, **stats["compiled"]})
+            rows += [{"channels_last": layout, "batch_size": batch, "threads": threads,
+                      "compiled": name == "compiled", "pass": "compile pair", **stats[name]}
+                     for name in pair]
             result["compile_speedup"] = stats["compiled"]["images_per_s"] / stats["eager"]["images_per_s"]
     finally:
         torch.set_num_threads(before)

@@ -332,7 +332,8 @@ def verdict(est: Estimate, band: tuple[float, float], null: float, unit: str = "
     if lo <= 0 <= hi:
         margin = " (the margin)" if null != (1.0 if log else 0.0) else ""
         return "inconclusive", ("the ratio lies inside its tie band" if est.kind == "iqr" else
-                                f"the 95% interval includes {_format_end(null, unit, True, True)}{margin}")
+                                f"the {_percent(est.confidence)} interval includes "
+                                f"{_format_end(null, unit, True, True)}{margin}")
     band_text = format_band(band, unit)
     if hi < 0:
         return "fails", f"the opposite direction, clear of noise (band {band_text})"
@@ -365,6 +366,11 @@ def _format_end(value: float, unit: str, with_unit: bool = False, exact: bool = 
     return text + ("%" if unit == "%" else "")
 
 
+def _percent(confidence: float) -> str:
+    """``0.95`` -> ``95%``, ``0.975`` -> ``97.5%``."""
+    return f"{100 * confidence:g}%"
+
+
 def format_band(band: tuple[float, float], unit: str) -> str:
     """``(1.48, 7.84), "x"`` -> ``1.48x to 7.84x``; ``(0.4, 1.6), "points"`` -> ``+0.4 to +1.6
     points``; an open end as ``at least`` / ``at most``."""
@@ -388,7 +394,8 @@ def format_estimate(est: Estimate | None, unit: str) -> str:
     elif est.kind == "iqr":
         text += f" (tie band {_format_end(est.low, unit)}-{_format_end(est.high, unit)}; {est.note})"
     elif est.has_interval:
-        text += f" (95% CI {_format_end(est.low, unit)} to {_format_end(est.high, unit)}; {est.note})"
+        text += (f" ({_percent(est.confidence)} CI {_format_end(est.low, unit)} to "
+                 f"{_format_end(est.high, unit)}; {est.note})")
     else:
         text += f" ({est.note})"
     return text + (f"; {est.detail}" if est.detail else "")

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .stats import Estimate, binomial_interval, geometric_tie_band, t_interval, tie_band, welch_interval
+from .stats import CONFIDENCE, Estimate, binomial_interval, geometric_tie_band, t_interval, tie_band, welch_interval
 
 
 class NoRows(ValueError):
@@ -97,6 +97,17 @@ def run_counts(rows: pd.DataFrame, attrs: dict) -> np.ndarray:
     return np.full(len(rows), float(len(seeds)))
 
 
+def design_confidence(attrs: dict) -> tuple[float, str]:
+    """The confidence level a study's design fixed for its per-seed intervals, and why, from its
+    result JSON (``metrics.interval``: ``{"confidence": 0.975, "why": "..."}``, e.g. the second
+    look of a two-look sequential design tested at 97.5% so that both looks together keep a
+    false "holds" under 5%); ``(0.95, "")`` when the study does not say."""
+    interval = (attrs or {}).get("metrics", {}).get("interval") or {}
+    if "confidence" not in interval:
+        return CONFIDENCE, ""
+    return float(interval["confidence"]), f"; {interval.get('why', 'the design says so')}"
+
+
 def seed_estimate(summary: pd.DataFrame, where: str, versus: str, expr: str, mean_col: str, std_col: str, *,
                   runs: pd.DataFrame | None = None, run_col: str = "test_acc", by: Iterable[str] = (),
                   claim: str = "?", file: str = "?") -> Estimate:
@@ -118,10 +129,12 @@ def seed_estimate(summary: pd.DataFrame, where: str, versus: str, expr: str, mea
         a = unit_values(runs, where, expr, mean_col, run_col, by, claim, file)
         b = unit_values(runs, versus, expr, mean_col, run_col, by, claim, file) if versus else None
         units = f"{len(a)} {'seeds' if not by else 'units (' + ', '.join(['seed', *by]) + ')'}"
+        level, why = design_confidence(runs.attrs)
         if not versus and len(a) >= 2:
-            return noted(t_interval(a.to_numpy()), units)
+            return noted(t_interval(a.to_numpy(), confidence=level), units + why)
         if versus and set(a.index) == set(b.index) and len(a) >= 2:
-            return noted(t_interval((a - b.loc[a.index]).to_numpy()), f"{units}, paired")
+            return noted(t_interval((a - b.loc[a.index]).to_numpy(), confidence=level),
+                         f"{units}, paired{why}")
         if versus and min(len(a), len(b)) >= 2:
             est = welch_interval([a.mean(), b.mean()], [a.std(ddof=1), b.std(ddof=1)], [len(a), len(b)], [1, -1])
             return replace(est, note=est.note.replace("Welch from mean and std (per-seed values not saved)",

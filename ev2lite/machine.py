@@ -67,16 +67,19 @@ def calibration() -> dict | None:
 def default_channels_last() -> bool:
     """The default memory format of training on this machine, in this order:
     ``$EV2LITE_CHANNELS_LAST`` (``1`` or ``0``), else the layout this machine's
-    :func:`calibration` measured faster, else a rule from measurements on two CPUs:
-    ``channels_last`` on a GPU or a CPU with AVX-512 (1.2-2.9x NCHW on Intel Xeon with AVX-512),
-    NCHW without (faster on AMD Zen 3). ``Recipe(channels_last=...)`` overrides it."""
+    :func:`calibration` measured faster, else ``channels_last``. The CPU's flags do not decide
+    it: channels_last trained faster on three of the four CPUs measured (an Intel Sapphire
+    Rapids, an Intel Xeon with AVX-512, 1.3-1.5x, and an AMD EPYC with AVX2 only, 1.1-1.5x)
+    and slower on another AMD EPYC with the same name and flags (NCHW 1.06-1.25x), so without a
+    measurement channels_last risks the smaller loss. ``Recipe(channels_last=...)`` overrides
+    it."""
     env = os.environ.get("EV2LITE_CHANNELS_LAST")
     if env is not None:
         return env.strip().lower() in ("1", "true", "yes", "on")
     measured = calibration()
     if measured is not None and "channels_last" in measured:
         return bool(measured["channels_last"])
-    return torch.cuda.is_available() or "avx512f" in cpu_flags()
+    return True
 
 
 def default_compile() -> str:

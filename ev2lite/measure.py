@@ -42,6 +42,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cache import use_compile_cache
+from .stats import relative_iqr
 from .recipe import RECIPE_CHOICES, Recipe, make_optimizer
 
 PRECISIONS = ("fp32", "bf16")
@@ -294,8 +295,9 @@ def summarize(seconds: list[float], batch_size: int, unit: str = "s") -> dict:
         raise ValueError(f"need unit 's' or 'ms' and at least one time, got {unit!r}, {seconds}")
     q25, median, q75 = (float(q) for q in np.percentile(seconds, [25, 50, 75]))
     stats = {"median": median, "q25": q25, "q75": q75, "min": min(seconds), "max": max(seconds)}
+    spread = relative_iqr(seconds) if len(seconds) > 1 else 0.0  # one time: no spread seen
     return {**{f"{k}_{unit}": v * scale for k, v in stats.items()},
-            "iqr_percent": 100 * (q75 - q25) / median, "images_per_s": batch_size / median,
+            "iqr_percent": spread, "images_per_s": batch_size / median,
             "repeats": len(seconds)}
 
 

@@ -26,10 +26,11 @@ import pandas as pd
 from .blocks import BLOCK_TYPES
 from .configs import FUSED, MBCONV, ModelConfig, scaled_stages
 from .data import ImageDataset
-from .measure import compare_train_steps, count_params
+from .measure import compare_train_steps, count_params, multiply_adds
 from .models import EfficientNet
 from .study import train_once
 from .recipe import Recipe, Stage
+from .stats import tie_band
 
 W_STEP_TIME, V_PARAMS = -0.07, -0.05  # the paper's reward exponents (Section 3.3)
 
@@ -212,3 +213,82 @@ def preferences(table: pd.DataFrame, value: str = "reward") -> pd.DataFrame:
                 rows.append({"stage": int(match[2]), "choice": match[1], "option": option,
                              "mean": group[value].mean(), "count": len(group)})
     return pd.DataFrame(rows, columns=["stage", "choice", "option", "mean", "count"])
+
+
+def stage_swaps(space: SearchSpace) -> dict[str, ModelConfig]:
+    """The backbone of ``space`` and, for each stage ``i``, the backbone with only that stage's
+    block switched (Fused-MBConv <-> MBConv; expand ratio, kernel, layers, channels and stride
+    kept; SE ``space.se_ratio`` on MBConv, none on Fused-MBConv, the space's rule), named
+    ``stage<i>_fused`` or ``stage<i>_mbconv``: a stage-by-stage ablation of the block choice
+    (the question of the paper's Table 3, asked one stage at a time). The backbone comes first,
+    under its own name."""
+    base = space.base
+    configs = {base.name: base}
+    for i, stage in enumerate(base.stages):
+        block = MBCONV if stage.block == FUSED else FUSED
+        stages = list(base.stages)
+        stages[i] = replace(stage, block=block, se_ratio=space.se_ratio if block == MBCONV else 0.0)
+        name = f"stage{i + 1}_{'mbconv' if block == MBCONV else 'fused'}"
+        configs[name] = replace(base, name=name, stages=tuple(stages))
+    return configs
+
+
+def stage_block_ablation(space: SearchSpace, image_size: int, batch_size: int, *,
+                         num_classes: int = 10, warmup: int = 2, repeats: int = 10,
+                         channels_last: bool = True, precision: str = "fp32") -> pd.DataFrame:
+    """Which block trains faster in each stage, on this machine: the backbone and its
+    :func:`stage_swaps` take turns in one interleaved timing of a training step
+    (:func:`ev2lite.measure.compare_train_steps`, synthetic ``[batch_size, 3, S, S]`` batches).
+
+    Returns one row per stage: ``stage`` (1, 2, ...), ``backbone_block``, ``fused_step_ms`` and
+    ``mbconv_step_ms`` (median ms per step of the model with that stage fused / MBConv, the rest
+    as the backbone), ``fused_over_mbconv`` (their ratio; below 1: Fused-MBConv is faster there)
+    with its tie band ``band_low``, ``band_high`` (:func:`ev2lite.stats.tie_band` of the two
+    interquartile spreads), ``faster`` (``"Fused-MBConv"`` or ``"MBConv"`` when the band
+    excludes 1, else ``"tie"``), ``fused_over_mbconv_macs`` and ``fused_over_mbconv_params``
+    (forward multiply-adds per image and parameters of the two models), and the run's
+    ``load_1min``, ``cpu_per_wall`` and ``busy``. The paper's Section 3.2 predicts Fused-MBConv
+    faster in the early stages (large maps, few channels) and slower late. Raises
+    ``ValueError`` for an image size the backbone cannot take.
+    """
+    configs = stage_swaps(space)
+    models = {name: EfficientNet(cfg, num_classes) for name, cfg in configs.items()}
+    timing = compare_train_steps({name: (m, image_size, batch_size) for name, m in models.items()},
+                                 warmup=warmup, repeats=repeats, channels_last=channels_last,
+                                 precision=precision).set_index("case")
+    base = space.base.name
+    rows = []
+    for i, (name, stage) in enumerate(zip(list(configs)[1:], space.base.stages), 1):
+        fused, mbconv = (base, name) if stage.block == FUSED else (name, base)
+        band = tie_band(timing.median_s[fused] / timing.median_s[mbconv],
+                        [timing.iqr_percent[fused], timing.iqr_percent[mbconv]])
+        faster = ("tie" if not band.has_interval or band.low <= 1 <= band.high else
+                  "Fused-MBConv" if band.high < 1 else "MBConv")
+        rows.append({"stage": i, "backbone_block": stage.block,
+                     "fused_step_ms": 1000 * timing.median_s[fused],
+                     "mbconv_step_ms": 1000 * timing.median_s[mbconv],
+                     "fused_over_mbconv": band.value, "band_low": band.low, "band_high": band.high,
+                     "faster": faster,
+                     "fused_over_mbconv_macs": multiply_adds(models[fused], image_size)
+                     / multiply_adds(models[mbconv], image_size),
+                     "fused_over_mbconv_params": count_params(models[fused]) / count_params(models[mbconv])})
+    load = timing[["load_1min", "cpu_per_wall", "busy"]].iloc[0].to_dict()
+    return pd.DataFrame(rows).assign(**load)
+
+
+def stage_pattern_verdict(ablation: pd.DataFrame, early: int = 3) -> tuple[str, str]:
+    """The verdict on "Fused-MBConv early, MBConv late" for speed from a
+    :func:`stage_block_ablation` table, and why: *holds* when Fused-MBConv is faster (clear of
+    the tie band) in every stage up to ``early`` and in no later stage; *fails* when MBConv is
+    faster in an early stage or Fused-MBConv in a late one; else *inconclusive* (ties where the
+    pattern needs a difference)."""
+    first, rest = ablation[ablation.stage <= early], ablation[ablation.stage > early]
+    against = ([f"MBConv faster in stage {s}" for s in first.stage[first.faster == "MBConv"]]
+               + [f"Fused-MBConv faster in stage {s}" for s in rest.stage[rest.faster == "Fused-MBConv"]])
+    if against:
+        return "fails", "; ".join(against)
+    ties = list(first.stage[first.faster == "tie"])
+    if ties:
+        return "inconclusive", f"tie in early stage(s) {', '.join(map(str, ties))}"
+    return "holds", (f"Fused-MBConv faster in stages 1-{early}, not faster in stages "
+                     f"{early + 1}-{int(ablation.stage.max())}")

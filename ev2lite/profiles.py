@@ -63,7 +63,7 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"train_subset": 1000, "test_subset": 2000, "epochs": 8, "num_stages": 4,
                   "batch_size": 128, "seeds": [0, 1]},
         "full": {"train_subset": 2000, "test_subset": None, "epochs": 80, "num_stages": 4,
-                 "batch_size": 128, "seeds": [0, 1, 2]},
+                 "batch_size": 128, "seeds": [0, 1, 2, 3, 4]},  # two looks: seeds 0-2, then 0-4
     },
     # 07_progressive_other_networks, Table 12: a half-width ResNet-18 and a CPU-scale EfficientNet
     # (V1) on CIFAR-10, fixed 32 px vs progressive 16 -> 32 px at equal epochs, paired by seed;
@@ -113,11 +113,11 @@ STUDIES: dict[str, dict[str, dict]] = {
     # backbone on CIFAR-10, each candidate trained briefly; step time measured on this machine.
     "training_aware_nas": {
         "smoke": {"train_subset": 200, "test_subset": 100, "epochs": 1, "batch_size": 50,
-                  "num_samples": 2, "timing_repeats": 2},
+                  "num_samples": 2, "timing_repeats": 2, "ablation_repeats": 2},
         "quick": {"train_subset": 1000, "test_subset": 500, "epochs": 2, "batch_size": 64,
-                  "num_samples": 4, "timing_repeats": 3},
+                  "num_samples": 4, "timing_repeats": 3, "ablation_repeats": 10},
         "full": {"train_subset": 2500, "test_subset": 1000, "epochs": 3, "batch_size": 64,
-                 "num_samples": 24, "timing_repeats": 5},
+                 "num_samples": 24, "timing_repeats": 5, "ablation_repeats": 30},
     },
     # 01_training_bottlenecks, Section 3.2 and Table 2: throughput and memory vs image size and
     # batch (EfficientNet-B0 standing in for B6), convolution cost per stage, B4's stage costs.

@@ -45,7 +45,8 @@ NAN = float("nan")
 class Estimate:
     """A measured value with its interval.
 
-    ``value`` in the claim's unit; ``low``, ``high`` the 95% interval (``kind`` ``seeds``,
+    ``value`` in the claim's unit; ``low``, ``high`` the interval at ``confidence`` (95%
+    unless a design says otherwise, e.g. a two-look sequential design; ``kind`` ``seeds``,
     ``models``, ``binomial``), the tie band (``iqr``), ``value`` itself (``exact``) or NaN
     (``none``); ``n`` the number of seeds, models or test images behind it; ``note`` how the
     interval was made (or why there is none); ``detail`` other computed facts worth showing.
@@ -58,6 +59,7 @@ class Estimate:
     n: int | None = None
     note: str = ""
     detail: str = ""
+    confidence: float = CONFIDENCE
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -95,7 +97,7 @@ def t_interval(values: Sequence[float], *, kind: str = "seeds", note: str = "",
                         note=f"{x.size} identical {unit} values: no spread, no interval")
     half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     what = f"{x.size} {unit}s" + (f", {note}" if note else "")
-    return Estimate(mean, mean - half, mean + half, kind, int(x.size), what)
+    return Estimate(mean, mean - half, mean + half, kind, int(x.size), what, confidence=confidence)
 
 
 def seeds_to_decide(mean: float, std: float, *, confidence: float = CONFIDENCE,

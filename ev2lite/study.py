@@ -19,7 +19,7 @@ from torch import nn
 from .data import ImageDataset, load_dataset
 from .recipe import Recipe, Stage
 from .seeds import seed_init
-from .stats import seeds_to_decide, t_interval
+from .stats import CONFIDENCE, seeds_to_decide, t_interval
 from .train import fit
 
 
@@ -224,19 +224,21 @@ def mean_std(runs: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.D
 
 
 def paired_difference(runs: pd.DataFrame, by: str, arm: str, treatment: str, baseline: str,
-                      value: str = "test_acc") -> pd.DataFrame:
+                      value: str = "test_acc", *, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Final-epoch ``value`` of the ``treatment`` run minus the ``baseline`` run of the same seed
     (same subset, initialisation and data order), then per ``by`` group: ``mean``, ``std``,
-    ``count`` (seeds) and ``low``, ``high``, the Student-t 95% interval of the mean (NaN with one
-    seed; :func:`ev2lite.stats.t_interval`), in the units of ``value`` (Table 13's "adaptive
-    minus vanilla"), and ``seeds_to_decide``, how many seeds would put the interval clear of 0
-    if the observed mean and spread held (:func:`ev2lite.stats.seeds_to_decide`). Seeds
-    missing either arm are left out. Raises ``KeyError`` if an arm is missing altogether."""
+    ``count`` (seeds) and ``low``, ``high``, the Student-t interval of the mean at
+    ``confidence`` (95% unless the design fixed another level; NaN with one seed;
+    :func:`ev2lite.stats.t_interval`), in the units of ``value`` (Table 13's "adaptive minus
+    vanilla"), and ``seeds_to_decide``, how many seeds would put that interval clear of 0 if
+    the observed mean and spread held (:func:`ev2lite.stats.seeds_to_decide`). Seeds missing
+    either arm are left out. Raises ``KeyError`` if an arm is missing altogether."""
     final = runs.sort_values("epoch").groupby([by, arm, "seed"])[value].last().unstack(arm)
     rows = {}
     for group, diff in (final[treatment] - final[baseline]).dropna().groupby(level=by):
-        est = t_interval(diff.to_numpy())
+        est = t_interval(diff.to_numpy(), confidence=confidence)
         rows[group] = {"mean": est.value, "std": diff.std(), "count": len(diff),
                        "low": est.low, "high": est.high,
-                       "seeds_to_decide": seeds_to_decide(est.value, diff.std())}
+                       "seeds_to_decide": seeds_to_decide(est.value, diff.std(),
+                                                          confidence=confidence)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(by)

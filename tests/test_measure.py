@@ -145,14 +145,14 @@ def test_a_block_that_ran_partly_on_one_thread_is_judged_by_its_mean_threads():
     assert was_busy(record) and not was_busy(record, 1.5)
 
 
-def test_native_bf16_and_the_layout_default_follow_the_cpu_flags(monkeypatch):
+def test_native_bf16_follows_the_cpu_flags_and_the_layout_default_does_not(monkeypatch):
     import ev2lite.machine as machine
     from ev2lite.recipe import Recipe
 
     assert machine.cpu_model() and isinstance(machine.cpu_flags(), frozenset)
     monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})  # e.g. AMD Zen 3
-    assert not machine.native_bf16("cpu") and not Recipe().channels_last
+    assert not machine.native_bf16("cpu") and Recipe().channels_last  # the layout ignores flags
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16"})  # Sapphire Rapids
     assert machine.native_bf16("cpu") and Recipe().channels_last
     assert not Recipe(channels_last=False).channels_last

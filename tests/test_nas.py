@@ -1,6 +1,7 @@
 """Training-aware NAS (paper Section 3.3): the search space, the reward, the Pareto front and
 a tiny search on real CIFAR-10."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch
 import ev2lite
 from ev2lite.configs import FUSED, MBCONV, scaled_stages
 from ev2lite.nas import (SearchSpace, architecture, pareto_front, preferences, reward, sample,
-                         search, space_size)
+                         search, space_size, stage_block_ablation, stage_pattern_verdict,
+                         stage_swaps)
 from ev2lite.recipe import Recipe, Stage
 
 BASE = ev2lite.get_config("efficientnetv2_cifar")
@@ -119,3 +121,45 @@ def test_tiny_search_on_real_data(one_thread, real_split):
     for row in prefs.itertuples():
         chose = samples_table[samples_table[f"{row.choice}_{row.stage}"] == row.option]
         assert row.mean == chose.params.mean() and row.count == len(chose)
+
+
+def test_stage_swaps_switch_one_stage_block_each():
+    space = SearchSpace(BASE)
+    swaps = stage_swaps(space)
+    assert list(swaps)[0] == BASE.name and len(swaps) == len(BASE.stages) + 1
+    for i, (name, cfg) in enumerate(list(swaps.items())[1:]):
+        changed = [j for j, (a, b) in enumerate(zip(BASE.stages, cfg.stages)) if a != b]
+        assert changed == [i]
+        new, old = cfg.stages[i], BASE.stages[i]
+        assert new.block != old.block and name.endswith("mbconv" if new.block == MBCONV else "fused")
+        assert (new.expand_ratio, new.kernel, new.repeats, new.stride) == (
+            old.expand_ratio, old.kernel, old.repeats, old.stride)
+        assert new.se_ratio == (space.se_ratio if new.block == MBCONV else 0.0)
+    # V2-B0's table: Fused-MBConv in stages 1-3, MBConv in 4-6 (Table 4's pattern)
+    assert [n.split("_")[1] for n in list(swaps)[1:]] == ["mbconv"] * 3 + ["fused"] * 3
+
+
+def test_stage_block_ablation_pairs_each_stage_with_its_swap(one_thread):
+    table = stage_block_ablation(SearchSpace(BASE), 16, 2, warmup=0, repeats=3)
+    assert list(table.stage) == [1, 2, 3, 4, 5, 6]
+    assert list(table.backbone_block) == [FUSED] * 3 + [MBCONV] * 3
+    assert np.allclose(table.fused_over_mbconv, table.fused_step_ms / table.mbconv_step_ms)
+    for row in table.itertuples():
+        expected = ("tie" if np.isnan(row.band_low) or row.band_low <= 1 <= row.band_high else
+                    "Fused-MBConv" if row.band_high < 1 else "MBConv")
+        assert row.faster == expected
+    # a Fused-MBConv block holds a dense KxK conv where MBConv has a 1x1 and a depthwise KxK:
+    # more multiply-adds and parameters in every stage whose expand ratio exceeds 1
+    expands = [s.expand_ratio for s in BASE.stages]
+    assert all(r > 1 for r, e in zip(table.fused_over_mbconv_macs, expands) if e > 1)
+
+
+@pytest.mark.parametrize("faster, verdict", [
+    (["Fused-MBConv"] * 3 + ["MBConv", "tie", "MBConv"], "holds"),
+    (["Fused-MBConv", "tie", "Fused-MBConv"] + ["MBConv"] * 3, "inconclusive"),
+    (["Fused-MBConv", "MBConv", "Fused-MBConv"] + ["MBConv"] * 3, "fails"),
+    (["Fused-MBConv"] * 3 + ["MBConv", "Fused-MBConv", "MBConv"], "fails"),
+])
+def test_stage_pattern_verdict_follows_the_faster_block_per_stage(faster, verdict):
+    table = pd.DataFrame({"stage": range(1, 7), "faster": faster})
+    assert stage_pattern_verdict(table)[0] == verdict
