@@ -60,7 +60,8 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
     per setting (``channels_last``, ``batch_size``, ``threads``, ``compiled``, ``pass``,
     ``median_s``, ``iqr_percent``, ``images_per_s``): ``pass`` is ``"grid"`` for the
     interleaved grid, ``"compile pair"`` for the best setting eager and compiled timed again
-    side by side (``compile_speedup`` is that pair's ratio, so compare those two rows). The thread count in force before the call is restored.
+    side by side (``compile_speedup`` is that pair's ratio, so compare those two rows). The
+    thread count in force before the call is restored.
     Raises ``ValueError`` for an empty candidate list.
     """
     cores = os.cpu_count() or 1
