@@ -89,7 +89,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
-import json
 import math
 import re
 import sys
@@ -329,13 +328,14 @@ def verdict(est: Estimate, band: tuple[float, float], null: float, unit: str = "
     lo, hi = sorted(d * _effect(x, null, log) for x in (est.low, est.high))
     value = d * _effect(est.value, null, log)
     b1, b2 = sorted(d * _effect(x, null, log) if math.isfinite(x) else math.inf for x in band)
-    if lo <= 0 <= hi:
+    side = est.side(null)
+    if side == 0:
         margin = " (the margin)" if null != (1.0 if log else 0.0) else ""
         return "inconclusive", ("the ratio lies inside its tie band" if est.kind == "iqr" else
                                 f"the {_percent(est.confidence)} interval includes "
                                 f"{_format_end(null, unit, True, True)}{margin}")
     band_text = format_band(band, unit)
-    if hi < 0:
+    if side == -d:
         return "fails", f"the opposite direction, clear of noise (band {band_text})"
     if b1 <= value <= b2:
         return "holds", f"inside the band {band_text}"
@@ -408,8 +408,8 @@ def missed_regimes(used: str, results_dir: str | Path = RESULTS_DIR) -> list[str
     A verdict on numbers measured outside the regime their claim needs is *not comparable*."""
     missed = []
     for name in used.split():
-        meta = Path(results_dir) / Path(name).with_suffix(".json")
-        regimes = json.loads(meta.read_text()).get("metrics", {}).get("regime", []) if meta.is_file() else []
+        path = Path(results_dir) / name
+        regimes = _read(path).attrs.get("metrics", {}).get("regime", []) if path.is_file() else []
         for r in regimes:
             text = Regime(r["what"], r["value"], r["threshold"], r["unit"], r["at_least"]).text()
             if not r["reached"] and text not in missed:

@@ -36,7 +36,7 @@ from .results import environment
 from .study import load_pair
 from .recipe import RECIPE_CHOICES, Recipe, Stage
 from .seeds import seed_init
-from .train import CheckpointError, check_sizes, fit
+from .train import CheckpointError, check_sizes, fit, load_checkpoint
 
 
 try:
@@ -271,8 +271,8 @@ def finished(out: Path, config: dict) -> bool:
     try:
         if json.loads((out / "metrics.json").read_text()).get("config") != json.loads(json.dumps(config)):
             return False
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    except Exception:  # missing, unreadable or truncated files: not finished
+        state = load_checkpoint(out / "checkpoint.pt", None)
+    except (OSError, ValueError, CheckpointError):  # missing, unreadable or truncated: not finished
         return False
     return state.get("epoch") == sum(stage["epochs"] for stage in config["stages"])
 

@@ -262,8 +262,7 @@ def stage_block_ablation(space: SearchSpace, image_size: int, batch_size: int, *
         fused, mbconv = (base, name) if stage.block == FUSED else (name, base)
         band = tie_band(timing.median_s[fused] / timing.median_s[mbconv],
                         [timing.iqr_percent[fused], timing.iqr_percent[mbconv]])
-        faster = ("tie" if not band.has_interval or band.low <= 1 <= band.high else
-                  "Fused-MBConv" if band.high < 1 else "MBConv")
+        faster = {0: "tie", -1: "Fused-MBConv", 1: "MBConv"}[band.side(1.0)]
         rows.append({"stage": i, "backbone_block": stage.block,
                      "fused_step_ms": 1000 * timing.median_s[fused],
                      "mbconv_step_ms": 1000 * timing.median_s[mbconv],

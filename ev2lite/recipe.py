@@ -130,9 +130,9 @@ class Recipe:
     its default is the machine's (:func:`ev2lite.machine.default_compile`: ``"auto"`` on a GPU
     or where ``python -m ev2lite.calibrate --compile`` measured that compiling pays, else
     ``"off"``). ``channels_last``: memory format; its default is the machine's
-    (:func:`ev2lite.machine.default_channels_last`: the calibrated layout, else on with AVX-512
-    or a GPU and off without). ``seed`` fixes data order, augmentation and dropout draws. ``batch_size`` is per process: under ``torchrun`` the global batch is
-    ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
+    (:func:`ev2lite.machine.default_channels_last`: the calibrated layout, else on).
+    ``seed`` fixes data order, augmentation and dropout draws. ``batch_size`` is per process:
+    under ``torchrun`` the global batch is ``batch_size * world_size``. Raises ``ValueError`` for a value outside ``RECIPE_CHOICES``
     or breaking ``RECIPE_RULES``.
     """
 

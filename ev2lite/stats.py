@@ -70,6 +70,13 @@ class Estimate:
         """Whether both ends of the interval are numbers."""
         return not (math.isnan(self.low) or math.isnan(self.high))
 
+    def side(self, null: float) -> int:
+        """Which side of ``null`` (the value of no effect) the whole interval lies on: ``1``
+        above, ``-1`` below, ``0`` when it includes ``null`` or there is no interval (a tie)."""
+        if not self.has_interval or self.low <= null <= self.high:
+            return 0
+        return 1 if self.low > null else -1
+
     def scaled(self, factor: float, offset: float = 0.0) -> "Estimate":
         """The same estimate of ``factor * x + offset`` (ends swapped for a negative factor)."""
         ends = sorted((factor * self.low + offset, factor * self.high + offset))

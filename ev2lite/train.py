@@ -253,14 +253,15 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, fingerprint: str) -> dict:
-    """Read a checkpoint written by :func:`fit`; ``CheckpointError`` if corrupt or foreign."""
+def load_checkpoint(path: Path, fingerprint: str | None) -> dict:
+    """Read a checkpoint written by :func:`fit`; ``CheckpointError`` if corrupt or foreign
+    (``fingerprint`` ``None``: any run's checkpoint is accepted)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated ({e}); delete it to "
                               "start the run afresh") from e
-    if state.get("fingerprint") != fingerprint:
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
         raise CheckpointError(f"checkpoint {path} belongs to a different run (other stages, "
                               "recipe, data, model or number of processes); delete it or choose "
                               "another path")

@@ -108,6 +108,13 @@ def test_binomial_interval_and_tie_bands():
     assert relative_iqr([1, 2, 3, 4, 5]) == pytest.approx(100 * 2 / 3)
 
 
+def test_the_side_of_an_interval_is_a_tie_when_it_touches_the_null():
+    assert tie_band(0.8, [5, 5]).side(1.0) == -1 and tie_band(1.3, [5, 5]).side(1.0) == 1
+    assert tie_band(0.95, [5, 5]).side(1.0) == 0  # 0.86-1.05 includes 1
+    assert Estimate(2.0, 1.0, 3.0, "seeds").side(1.0) == 0  # an end on the null is not clear of it
+    assert Estimate(2.0).side(0.0) == 0  # no interval: never a side
+
+
 # ----------------------------------------------------------------------------- the engine
 SPEED = {"id": "speed", "claim": "b is faster", "paper_value": "3x", "source": "Table 0",
          "result": "speed.csv", "where": 'model == "b"', "measure": "images_per_s",
