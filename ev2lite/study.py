@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import nn
 
 from .data import ImageDataset, load_dataset
@@ -52,7 +53,7 @@ def draw(train: ImageDataset, test: ImageDataset, train_subset: int | None = Non
 
 def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, ImageDataset],
                stages: list[Stage], recipe: Recipe, seed: int, *, cache: str | Path | None = None,
-               report: bool = True, **labels) -> pd.DataFrame:
+               keep_weights: bool = False, report: bool = True, **labels) -> pd.DataFrame:
     """One seeded run: seed the initialisation, build the model, :func:`fit` it quietly.
 
     ``seed`` fixes initialisation (the ``"init"`` stream, :func:`ev2lite.seeds.stream_seed`),
@@ -70,23 +71,34 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
     id); another process on the same machine that reaches the same run waits for its history
     instead of training it twice, so two copies of a profile (one thread each, in different
     orders) can share the work; a lock left by a process that died is taken over.
+
+    ``keep_weights`` (with ``cache``): the trained model's ``state_dict`` is saved beside the
+    history (``<key>.weights.pt``) and loaded back into the model built on a cache hit, for a
+    run whose weights are used later (a pre-training, :func:`ev2lite.transfer.pretrain`); a
+    cached history without its weights file is trained again.
     """
     seed_init(seed)
     model, recipe = make_model(), replace(recipe, seed=seed)
-    done = checkpoint = None
+    done = checkpoint = weights = None
     if cache is not None:
         folder = Path(cache)
         folder.mkdir(parents=True, exist_ok=True)
         key = run_key(model, data, stages, recipe, labels)
         done, checkpoint = folder / f"{key}.csv", folder / f"{key}.pt"
+        weights = folder / f"{key}.weights.pt" if keep_weights else None
     lock = None if done is None else _lock_or_wait(done.with_suffix(".lock"), done)
-    if done is not None and done.exists():
+    if done is not None and done.exists() and (weights is None or weights.exists()):
         history, how = pd.read_csv(done), "read from the cache"
+        if weights is not None:
+            model.load_state_dict(torch.load(weights, weights_only=True))
     else:
         try:
             history = fit(model, *data, stages, recipe, checkpoint=checkpoint, progress=False)
             how = f"{history.train_time_s.iloc[-1]:.0f} s"
             if done is not None:
+                if weights is not None:
+                    torch.save(model.state_dict(), weights.with_suffix(".tmp"))
+                    os.replace(weights.with_suffix(".tmp"), weights)
                 tmp = done.with_suffix(".tmp")
                 history.to_csv(tmp, index=False)
                 os.replace(tmp, done)

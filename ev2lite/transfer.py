@@ -23,6 +23,7 @@ Training itself is :func:`ev2lite.study.train_once` (and so :func:`ev2lite.train
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -136,30 +137,50 @@ def with_weights(make_model: Callable[[], nn.Module],
 
 
 def pretrain(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, ImageDataset],
-             stages: list[Stage], recipe: Recipe, seed: int,
+             stages: list[Stage], recipe: Recipe, seed: int, *, cache: str | os.PathLike | None = None,
              **labels) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``make_model()`` on the source ``data`` (:func:`ev2lite.study.train_once`) and
-    return the trained model with its history (``labels`` and ``seed`` as columns)."""
+    return the trained model with its history (``labels`` and ``seed`` as columns).
+
+    ``cache`` (a folder): the run and its trained weights are kept there
+    (``train_once(..., keep_weights=True)``), so a pre-training already done is read back,
+    weights included, and an interrupted one resumes from its last epoch."""
     built: list[nn.Module] = []
 
     def build() -> nn.Module:
         built.append(make_model())
         return built[-1]
 
-    history = train_once(build, data, stages, recipe, seed, **labels)
+    history = train_once(build, data, stages, recipe, seed, cache=cache,
+                         keep_weights=cache is not None, **labels)
     return built[0], history
 
 
+def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
+    """A 12-hex-digit fingerprint of ``state_dict``'s names and values: the label that ties a
+    fine-tuning run to the pre-trained weights it started from (so a cached fine-tuning of
+    other weights is another run, :func:`ev2lite.study.run_key`)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(state_dict.items()):
+        digest.update(name.encode())
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def finetune_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, ImageDataset],
-                  stages: list[Stage], recipe: Recipe, seed: int, **labels) -> pd.DataFrame:
+                  stages: list[Stage], recipe: Recipe, seed: int, *,
+                  cache: str | os.PathLike | None = None, **labels) -> pd.DataFrame:
     """Fine-tune ``make_model()`` (pre-trained, e.g. through :func:`with_weights`, or random:
     training from scratch) on the target ``data`` with a :func:`new_classifier` for its
     classes; one seeded run of :func:`ev2lite.study.train_once`, whose history it returns.
 
     ``seed`` fixes the data order and augmentation (and the initialisation of a random model);
     pre-trained weights stay as given, so repeated seeds measure the spread of fine-tuning
-    alone, as the paper's five runs per entry of Table 8 do.
+    alone, as the paper's five runs per entry of Table 8 do. ``cache``: as in ``train_once``
+    (resumable, keyed by the configuration and ``labels``; label the run with the
+    :func:`weights_id` of its initial weights so that other weights are another run).
     """
     num_classes = len(data[0].classes)
     return train_once(lambda: new_classifier(make_model(), num_classes), data, stages, recipe,
-                      seed, **labels)
+                      seed, cache=cache, **labels)

@@ -97,6 +97,26 @@ def test_a_cached_run_is_read_back_not_trained_again(tmp_path, monkeypatch, one_
         train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 1, cache=tmp_path, arm="a")
 
 
+def test_kept_weights_come_back_with_a_cached_run(tmp_path, monkeypatch, one_thread):
+    built = []
+
+    def build():
+        built.append(tiny_model())
+        return built[-1]
+
+    train_once(build, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path, keep_weights=True)
+    trained = {k: v.clone() for k, v in built[-1].state_dict().items()}
+    assert len(list(tmp_path.glob("*.weights.pt"))) == 1
+    monkeypatch.setattr(study, "fit", lambda *a, **k: pytest.fail("fit ran for a cached run"))
+    train_once(build, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path, keep_weights=True)
+    fresh, again = tiny_model().state_dict(), built[-1].state_dict()
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+    assert not all(torch.equal(fresh[k], trained[k]) for k in trained)  # not the initialisation
+    next(tmp_path.glob("*.weights.pt")).unlink()  # history without weights: trained again
+    with pytest.raises(pytest.fail.Exception, match="fit ran"):
+        train_once(build, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path, keep_weights=True)
+
+
 def test_a_run_locked_by_a_live_process_is_waited_for_not_trained_twice(tmp_path, monkeypatch, one_thread):
     trained = train_once(tiny_model, TINY, TINY_STAGES, TINY_RECIPE, 0, cache=tmp_path / "a")
     key = run_key(tiny_model(), TINY, TINY_STAGES, replace(TINY_RECIPE, seed=0), {})

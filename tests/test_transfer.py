@@ -12,7 +12,7 @@ from torchvision.models.efficientnet import MBConvConfig
 import ev2lite
 from ev2lite.recipe import Recipe, Stage, lr_factor
 from ev2lite.transfer import (OFFICIAL_FINETUNE, classifier_name, finetune_once, finetune_recipe,
-                              new_classifier, pretrain, with_weights)
+                              new_classifier, pretrain, weights_id, with_weights)
 
 
 def tiny_resnet(num_classes=10):
@@ -139,6 +139,24 @@ def test_pretrain_then_finetune_on_another_dataset(imagenette_and_cifar, one_thr
     state = tuned[0].state_dict()
     assert not torch.equal(state["stem.conv.weight"], weights["stem.conv.weight"])  # fine-tuned
     assert tuned[0].classifier.weight.any()  # the new head learned from zero
+
+
+def test_a_cached_pretraining_returns_its_trained_weights(imagenette_and_cifar, tmp_path, one_thread):
+    source, _ = imagenette_and_cifar
+    make = partial(ev2lite.create_model, "efficientnetv2_imagenette", num_classes=10)
+    args = (make, source, [Stage(1, 32)], Recipe(batch_size=32, lr=0.05), 0)
+    first, history = pretrain(*args, cache=tmp_path)
+    again, cached = pretrain(*args, cache=tmp_path)  # read back, weights included
+    assert weights_id(again.state_dict()) == weights_id(first.state_dict())
+    assert weights_id(make().state_dict()) != weights_id(first.state_dict())
+    assert list(cached.test_acc) == pytest.approx(list(history.test_acc))
+
+
+def test_weights_id_follows_names_and_values():
+    weights = {"a": torch.zeros(3), "b": torch.ones(2, dtype=torch.bfloat16), "n": torch.tensor(4)}
+    assert weights_id(weights) == weights_id({k: v.clone() for k, v in weights.items()})
+    assert weights_id({**weights, "a": torch.tensor([0.0, 0.0, 1e-7])}) != weights_id(weights)
+    assert weights_id({"c" if k == "a" else k: v for k, v in weights.items()}) != weights_id(weights)
 
 
 def test_finetune_from_a_torchvision_weights_file(imagenette_and_cifar, tmp_path, one_thread):
