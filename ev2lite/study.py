@@ -21,7 +21,7 @@ from .data import ImageDataset, load_dataset
 from .recipe import Recipe, Stage
 from .seeds import seed_init
 from .stats import CONFIDENCE, seeds_to_decide, t_interval
-from .train import fit
+from .train import fit, save_atomic
 
 
 def load_pair(name: str, train_subset: int | None = None, test_subset: int | None = None,
@@ -97,8 +97,7 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
             how = f"{history.train_time_s.iloc[-1]:.0f} s"
             if done is not None:
                 if weights is not None:
-                    torch.save(model.state_dict(), weights.with_suffix(".tmp"))
-                    os.replace(weights.with_suffix(".tmp"), weights)
+                    save_atomic(model.state_dict(), weights)
                 tmp = done.with_suffix(".tmp")
                 history.to_csv(tmp, index=False)
                 os.replace(tmp, done)

@@ -183,7 +183,7 @@ def fit(model: nn.Module, train_set: ImageDataset, test_set: ImageDataset, stage
                 "compile_s": compile_s, "cpu_s": cpu_s, "load_1min": load})
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", test_acc=f"{test_acc:.3f}")
             if checkpoint and rank == 0:
-                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(),
                               "ema": ema.state_dict() if ema else None, "history": history,
                               "epoch": epoch, "fingerprint": fingerprint}, checkpoint)
@@ -247,7 +247,9 @@ def _fingerprint(model: nn.Module, stages: list[Stage], recipe: Recipe, n_train:
     return repr(([asdict(s) for s in stages], asdict(recipe), n_train, params, world_size))
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
+def save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save(obj, path)`` through a temporary file and ``os.replace``, so that a process
+    killed while writing never leaves a truncated ``path`` (checkpoints, cached weights)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)

@@ -177,7 +177,7 @@ def test_a_stale_temporary_file_or_a_truncated_checkpoint(tmp_path, monkeypatch,
                 str(tmp_path / name)]
 
     assert main(argv("unbroken")) == 0
-    real_save, saves = train_module._save_atomic, []
+    real_save, saves = train_module.save_atomic, []
 
     def dies_while_writing_epoch_2(state, path):
         saves.append(path)
@@ -188,10 +188,10 @@ def test_a_stale_temporary_file_or_a_truncated_checkpoint(tmp_path, monkeypatch,
         path.with_name(path.name + ".tmp").write_bytes(buffer.getvalue()[:buffer.tell() // 2])
         raise KeyboardInterrupt  # as SIGKILL would leave it: half a temporary file
 
-    monkeypatch.setattr(train_module, "_save_atomic", dies_while_writing_epoch_2)
+    monkeypatch.setattr(train_module, "save_atomic", dies_while_writing_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         main(argv("killed"))
-    monkeypatch.setattr(train_module, "_save_atomic", real_save)
+    monkeypatch.setattr(train_module, "save_atomic", real_save)
     out = tmp_path / "killed"
     assert (out / "checkpoint.pt.tmp").exists()
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
