@@ -98,7 +98,7 @@ STUDIES: dict[str, dict[str, dict]] = {
     },
     # 08_transfer_learning, Table 8: pre-train on Imagenette, fine-tune on CIFAR-10 at 64 px
     # with the scaled official fine-tuning recipe, against training from scratch; at full the
-    # sources must reach 80% Imagenette top-1 (second design: 50 epochs), each fine-tuning seed
+    # sources must reach 80% Imagenette top-1 (third design: 100 epochs), each fine-tuning seed
     # draws its own subset, tested on all 10,000 CIFAR-10 test images; runs cached (resumable).
     "transfer_learning": {
         "smoke": {"pretrain_subset": 100, "pretrain_test_subset": 50, "pretrain_epochs": 1,
@@ -107,7 +107,7 @@ STUDIES: dict[str, dict[str, dict]] = {
         "quick": {"pretrain_subset": 2000, "pretrain_test_subset": 500, "pretrain_epochs": 2,
                   "train_subset": 1000, "test_subset": 1000, "epochs": 2, "image_size": 64,
                   "randaugment": 2, "batch_size": 64, "seeds": [0]},
-        "full": {"pretrain_subset": None, "pretrain_test_subset": None, "pretrain_epochs": 50,
+        "full": {"pretrain_subset": None, "pretrain_test_subset": None, "pretrain_epochs": 100,
                  "train_subset": 4000, "test_subset": None, "epochs": 3, "image_size": 64,
                  "randaugment": 2, "batch_size": 64, "seeds": [0, 1, 2]},
     },
