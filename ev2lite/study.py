@@ -146,14 +146,21 @@ def _alive(lock: Path) -> bool:
     return True
 
 
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of ``tensor``'s values in row-major order, any shape, dtype or device
+    (a bf16 tensor of N values gives 2N bytes): what :func:`run_key` and
+    :func:`ev2lite.transfer.weights_id` hash."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def run_key(model: nn.Module, data: tuple[ImageDataset, ImageDataset], stages: list[Stage],
             recipe: Recipe, labels: dict) -> str:
     """A 16-hex-digit key of one run's configuration: ``model``'s architecture (its ``repr``)
     and parameter count, the ``stages``, the ``recipe`` (seed included), the labels, and each
     split's name, size and a hash of its images and labels (so another subset is another run)."""
     def split_id(split: ImageDataset) -> str:
-        digest = hashlib.sha1(split.images.numpy().tobytes())
-        digest.update(split.labels.numpy().tobytes())
+        digest = hashlib.sha1(tensor_bytes(split.images))
+        digest.update(tensor_bytes(split.labels))
         return f"{split.name}/{split.split}/{len(split)}/{digest.hexdigest()}"
 
     config = {"model": repr(model), "parameters": sum(p.numel() for p in model.parameters()),

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .data import ImageDataset
-from .study import train_once
+from .study import tensor_bytes, train_once
 from .recipe import Recipe, Stage
 from .weights import load_weights
 
@@ -163,8 +163,7 @@ def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(state_dict.items()):
         digest.update(name.encode())
-        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(data.numpy().tobytes())
+        digest.update(tensor_bytes(tensor))
     return digest.hexdigest()[:12]
 
 

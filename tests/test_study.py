@@ -63,7 +63,7 @@ from torch import nn
 import ev2lite.study as study
 from ev2lite.data import ImageDataset
 from ev2lite.recipe import Recipe, Stage
-from ev2lite.study import RegimeError, draw, enforce, regime_check, run_key, train_once
+from ev2lite.study import RegimeError, draw, enforce, regime_check, run_key, tensor_bytes, train_once
 from ev2lite.train import fit
 
 
@@ -152,6 +152,14 @@ def test_run_key_changes_with_seed_data_stages_and_labels():
               run_key(tiny_model(), TINY, [Stage(epochs=2, image_size=16)], TINY_RECIPE, {"arm": "a"}),
               run_key(tiny_model(), TINY, TINY_STAGES, TINY_RECIPE, {"arm": "b"})]
     assert len({base, *others}) == 5
+
+
+def test_tensor_bytes_are_numpys_row_major_bytes_for_any_layout_and_dtype():
+    grid = torch.arange(12, dtype=torch.int64).reshape(3, 4)
+    assert tensor_bytes(grid.t()) == grid.t().numpy().tobytes()  # a transposed view: row-major copy
+    half = torch.tensor([1.0, -2.0, 0.5]).to(torch.bfloat16)  # numpy has no bf16: read its int16 bits
+    assert tensor_bytes(half) == half.view(torch.int16).numpy().tobytes() and len(tensor_bytes(half)) == 6
+    assert tensor_bytes(torch.tensor(7, dtype=torch.uint8)) == bytes([7])  # a 0-d tensor
 
 
 def test_an_interrupted_cached_run_resumes_from_its_last_epoch(tmp_path, killed_in_epoch, one_thread):
