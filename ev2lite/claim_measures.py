@@ -219,9 +219,11 @@ def training_cpu_time_ratio(runs: pd.DataFrame) -> Estimate:
 def half_resolution_comparable(res: pd.DataFrame, seeds: pd.DataFrame | None = None) -> Estimate:
     """Graphcore's reduced-resolution claim as the one claim it is: training at about half the
     pixels, then fine-tuning the last layers at the native size, is faster *at comparable
-    accuracy*, both tested at the native size, against the article's baseline (native training,
-    no fine-tune). The value is the accuracy difference in points (half + fine-tune minus
-    native) with its seeds interval (:func:`seed_estimate`: per-seed rows of ``seeds`` paired,
+    accuracy*, both tested at the native size, against *Native*: native training given the same
+    fine-tune (REFERENCE.md section 4: the article's Figure 1 compares against Native; its
+    un-fine-tuned Baseline mixes in the fine-tune's own gain, which notebook 09 measures as a
+    separate ablation). The value is the accuracy difference in points (half + fine-tune minus
+    native + fine-tune) with its seeds interval (:func:`seed_estimate`: per-seed rows of ``seeds`` paired,
     else Welch); ``detail`` gives the measured training-time and multiply-add ratios.
 
     ``res``: notebook 09's ``09_reduced_resolution`` (columns ``scheme``, ``train_size``,
@@ -231,8 +233,8 @@ def half_resolution_comparable(res: pd.DataFrame, seeds: pd.DataFrame | None = N
     """
     native = int(res.loc[res.scheme == "native", "train_size"].iloc[0])
     half = f'scheme == "half" and finetuned == True and test_size == {native}'
-    base = f'scheme == "native" and finetuned == False and test_size == {native}'
+    base = f'scheme == "native" and finetuned == True and test_size == {native}'
     est = seed_estimate(res, half, base, "100 * top1", "top1", "top1_std", runs=seeds, run_col="test_acc")
     h, b = res.query(half).iloc[0], res.query(base).iloc[0]
     return replace(est, detail=f"native training took {b.total_train_s / h.total_train_s:.2f}x the time and "
-                               f"{b.train_gmacs / h.train_gmacs:.2f}x the multiply-adds of half + fine-tune")
+                               f"{b.train_gmacs / h.train_gmacs:.2f}x the multiply-adds of half, both with the fine-tune")

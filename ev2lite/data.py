@@ -165,7 +165,8 @@ class ImageDataset:
         labels: int64 tensor ``[N]``, indices into ``classes``.
         classes: class folder names, sorted (e.g. wnids for Imagenette).
         name: dataset name (a key of ``DATASETS`` for the built-in ones).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"`` or ``"test"``, or ``"val"`` for a part held out of a training
+            split (:meth:`holdout`).
 
     Raises:
         ValueError: on construction, if shapes, dtypes or labels are inconsistent.
@@ -208,6 +209,29 @@ class ImageDataset:
         Raises:
             ValueError: if not ``0 < n <= len(self)``.
         """
+        index = self._subset_index(n, seed)
+        return ImageDataset(self.images[index], self.labels[index], list(self.classes), self.name, self.split)
+
+    def holdout(self, n: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+        """``(rest, held_out)``: the split cut in two disjoint parts, ``held_out`` being exactly
+        :meth:`subset` ``(n, seed)`` (class-stratified, split name ``"val"``) and ``rest`` the
+        other ``len(self) - n`` examples, both in dataset order. For choosing a setting (e.g. a
+        learning rate) on images that the test set does not share.
+
+        Raises:
+            ValueError: if not ``0 < n < len(self)`` (``rest`` would be empty).
+        """
+        if not 0 < n < len(self):
+            raise ValueError(f"held-out size must be in [1, {len(self) - 1}] (something must be left "
+                             f"to train on), got {n}")
+        held = self._subset_index(n, seed)
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[held] = False
+        return (ImageDataset(self.images[keep], self.labels[keep], list(self.classes), self.name, self.split),
+                ImageDataset(self.images[held], self.labels[held], list(self.classes), self.name, "val"))
+
+    def _subset_index(self, n: int, seed: int) -> torch.Tensor:
+        """The sorted indices of :meth:`subset` ``(n, seed)``."""
         total = len(self)
         if not 0 < n <= total:
             raise ValueError(f"subset size must be in [1, {total}], got {n}")
@@ -220,8 +244,7 @@ class ImageDataset:
         quota[torch.argsort(quota - exact, stable=True)[: n - int(quota.sum())]] += 1
         starts = torch.cumsum(counts, 0) - counts
         chosen = torch.cat([by_class[s:s + q] for s, q in zip(starts.tolist(), quota.tolist())])
-        index = chosen.sort().values
-        return ImageDataset(self.images[index], self.labels[index], list(self.classes), self.name, self.split)
+        return chosen.sort().values
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, *,

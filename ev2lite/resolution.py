@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,6 +29,7 @@ from .data import ImageDataset, Loader
 from .models import EfficientNet
 from .recipe import Recipe, Stage
 from .train import evaluate, fit
+from .transfer import pretrain
 
 TRAINABLE = {"head": ("head", "classifier"), "last_stage": ("last_stage", "head", "classifier")}
 """What :func:`only_last_layers` leaves trainable: the head (1x1 conv + norm) and classifier, or
@@ -114,22 +116,23 @@ def resolution_sweep(make_model: Callable[[], nn.Module],
                      data: tuple[ImageDataset, ImageDataset], stages: list[Stage],
                      test_sizes: list[int], recipe: Recipe, seed: int, *,
                      finetune_epochs: int = 1, finetune_recipe: Recipe | None = None,
-                     trainable: str = "head") -> pd.DataFrame:
+                     trainable: str = "head", cache: str | os.PathLike | None = None,
+                     **labels) -> pd.DataFrame:
     """Train one seeded model through ``stages``, then test it at every size of ``test_sizes``
     (px) as trained and after :func:`finetune_last_layers` at that size (on a copy).
 
-    ``torch.manual_seed(seed)`` before ``make_model()``; ``recipe`` (with ``seed``) trains,
-    ``finetune_recipe`` (default ``recipe``) fine-tunes. Returns one row per (test size,
-    fine-tuned or not): ``train_size`` (the last stage's), ``test_size``, ``finetuned``,
-    ``test_acc`` (0-1), ``train_time_s`` (the main training's seconds), ``finetune_time_s``
-    (0 without fine-tune) and ``seed``. Raises what ``fit`` raises.
+    The training is :func:`ev2lite.transfer.pretrain` (:func:`ev2lite.study.train_once`: the
+    ``seed`` sets initialisation, data order and augmentation; with ``cache``, a folder, the
+    trained run and its weights are kept there and read back, so an interrupted sweep resumes;
+    ``labels`` name the run in its key and progress line, e.g. ``scheme="half"``);
+    ``recipe`` trains, ``finetune_recipe`` (default ``recipe``, with ``seed``) fine-tunes.
+    Returns one row per (test size, fine-tuned or not): ``train_size`` (the last stage's),
+    ``test_size``, ``finetuned``, ``test_acc`` (0-1), ``train_time_s`` (the main training's
+    seconds), ``finetune_time_s`` (0 without fine-tune) and ``seed``. Raises what ``fit`` raises.
     """
     train_set, test_set = data
-    recipe = replace(recipe, seed=seed)
     finetune_recipe = replace(finetune_recipe or recipe, seed=seed)
-    torch.manual_seed(seed)
-    model = make_model()
-    history = fit(model, train_set, test_set, stages, recipe, progress=False)
+    model, history = pretrain(make_model, data, stages, recipe, seed, cache=cache, **labels)
     rows = []
     for size in test_sizes:
         loader = Loader(test_set, recipe.eval_batch_size, train=False, image_size=size,

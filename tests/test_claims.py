@@ -350,13 +350,25 @@ def shipped():
     return claims_table(RESULTS_DIR), claims_table(RESULTS_DIR, engine.FINDINGS_CSV)
 
 
+def awaits_its_redesigned_run(name: str) -> bool:
+    """A result file a claim may lack: not in results/, while the superseded design of the same
+    study is in results/history/ (e.g. 09_norms.csv -> history/09_design1_norms.csv)."""
+    study, _, rest = name.partition("_")
+    return not (RESULTS_DIR / name).is_file() and any((RESULTS_DIR / "history").glob(f"{study}_design*_{rest}"))
+
+
 def test_the_shipped_claims_fit_the_committed_results(shipped):
     claims, findings = shipped
     assert len(claims) >= 25 and claims.source.str.contains("Graphcore").any()
-    for table in shipped:
-        assert set(table.verdict) <= set(engine.VERDICTS)  # every claim's study has full results
-        assert table.value.notna().all() and not table.ours.eq("-").any()
-        assert all((RESULTS_DIR / f).is_file() for r in table.result for f in r.split())
+    for table, source in zip(shipped, (engine.CLAIMS_CSV, engine.FINDINGS_CSV)):
+        files = load_claims(source).set_index("id").result
+        pending = table.verdict.eq(engine.NOT_MEASURED)
+        # every claim's study has full results, except a redesigned study's before its full run
+        assert all(awaits_its_redesigned_run(f) for i in table.id[pending] for f in files[i].split())
+        measured = table[~pending]
+        assert set(measured.verdict) <= set(engine.VERDICTS)
+        assert measured.value.notna().all() and not measured.ours.eq("-").any()
+        assert all((RESULTS_DIR / f).is_file() for r in measured.result for f in r.split())
     assert not set(claims.id) & set(findings.id)
     # the claims the paper does not make are in the findings, not the claims
     assert {"transfer_beats_scratch", "v2_faster_than_v1_training"} <= set(findings.id)

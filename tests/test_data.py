@@ -206,6 +206,19 @@ def test_subset_keeps_images_with_labels():
     assert torch.bincount(sub.labels).tolist() == [5] * 4
 
 
+def test_holdout_cuts_the_split_in_two_disjoint_stratified_parts():
+    ds = synthetic(200, constant=True)
+    ds.labels = torch.arange(200) % 4
+    rest, held = ds.holdout(40, seed=3)
+    ids = lambda part: part.images[:, 0, 0, 0].long()  # image i is filled with the value i
+    assert torch.equal(ids(held), ids(ds.subset(40, seed=3))) and held.split == "val" and rest.split == "train"
+    assert sorted(ids(rest).tolist() + ids(held).tolist()) == list(range(200))  # disjoint, nothing lost
+    assert torch.equal(rest.labels, ds.labels[ids(rest)]) and torch.bincount(held.labels).tolist() == [10] * 4
+    for bad in (0, 200):
+        with pytest.raises(ValueError, match="held-out size"):
+            ds.holdout(bad)
+
+
 @pytest.mark.parametrize("size", [8, 96])  # pad-crop-flip and random-resized-crop paths
 def test_same_seed_and_epoch_same_batches(size):
     ds = synthetic(64, size)

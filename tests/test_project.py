@@ -48,7 +48,7 @@ def test_papermill_knows_the_type_and_help_of_every_parameter(path):
 
     parameters = papermill.inspect_notebook(str(path))  # what `papermill --help-notebook` shows
     assert {"PROFILE", "OUTPUT_DIR"} <= set(parameters)
-    assert all(p["inferred_type_name"] in ("str", "int") and p["help"] for p in parameters.values()), parameters
+    assert all(p["inferred_type_name"] in ("str", "int", "bool") and p["help"] for p in parameters.values()), parameters
 
 
 def test_the_kernel_is_registered_where_any_jupyter_finds_it_and_lab_runs_as_root():
