@@ -152,9 +152,10 @@ STUDIES: dict[str, dict[str, dict]] = {
     },
     # 09_practical_efficiency, Graphcore (REFERENCE.md section 4), second design (the notebook's
     # design section): G1 vs G16 vs G1 widened to G16's multiply-adds; BN vs GN vs LN+PN at
-    # per-device batches 4 and 16, each norm at the learning rate a search on held-out training
-    # images picks; native vs half-resolution training, both with the same head fine-tune; on
-    # Imagenette with the CPU-scale EfficientNet (V1); runs cached under OUTPUT_DIR/runs/09.
+    # per-device batches 4 and 16, each norm at the learning rate a search (at the larger batch,
+    # on held-out training images) picks; native vs half-resolution training, both with the same
+    # head fine-tune; on Imagenette with the CPU-scale EfficientNet (V1); runs cached under
+    # OUTPUT_DIR/runs/09 (a full run takes about 3 hours here: resumable over sittings).
     "practical_efficiency": {
         "smoke": {"train_subset": 100, "test_subset": 100, "epochs": 1, "batch_size": 50,
                   "image_size": 64, "norm_subset": 100, "norm_epochs": 1, "batch_sizes": [10, 50],
@@ -166,8 +167,8 @@ STUDIES: dict[str, dict[str, dict]] = {
                   "lr_factors": [0.5, 1.0], "val_images": 200, "search_seed": 100,
                   "native_size": 96, "test_sizes": [64, 96, 128], "finetune_epochs": 1,
                   "timing_batch": 32, "timing_warmup": 1, "timing_repeats": 4, "seeds": [0]},
-        "full": {"train_subset": None, "test_subset": None, "epochs": 10, "batch_size": 32,
-                 "image_size": 64, "norm_subset": 2000, "norm_epochs": 10, "batch_sizes": [4, 16],
+        "full": {"train_subset": None, "test_subset": None, "epochs": 15, "batch_size": 32,
+                 "image_size": 64, "norm_subset": None, "norm_epochs": 4, "batch_sizes": [4, 16],
                  "lr_factors": [0.25, 0.5, 1.0], "val_images": 1000, "search_seed": 100,
                  "native_size": 96, "test_sizes": [64, 96, 128], "finetune_epochs": 2,
                  "timing_batch": 32, "timing_warmup": 2, "timing_repeats": 6, "seeds": [0, 1, 2]},
