@@ -224,6 +224,19 @@ def _find(results_dir: Path, name: str) -> Path | None:
     return next((p for p in (results_dir / name, results_dir / "quick" / name) if p.is_file()), None)
 
 
+def superseded(results_dir: str | Path, names: str) -> list[str]:
+    """The superseded designs, under ``results_dir/history/``, of the result files in ``names``
+    (space-separated) that ``results_dir`` lacks: a redesigned study awaiting its full run
+    (``09_norms.csv`` -> ``history/09_design1_norms.csv``). Relative paths, sorted."""
+    results_dir = Path(results_dir)
+    found = []
+    for name in names.split():
+        study, _, rest = name.partition("_")
+        if _find(results_dir, name) is None:
+            found += [str(p.relative_to(results_dir)) for p in (results_dir / "history").glob(f"{study}_design*_{rest}")]
+    return sorted(found)
+
+
 def _read(path: Path) -> pd.DataFrame:
     """A result CSV with its JSON (command, metrics, environment, raw data) in ``.attrs``."""
     return load_results(path.stem, path.parent)
@@ -442,7 +455,10 @@ def claims_table(results_dir: str | Path = RESULTS_DIR, claims: str | Path | pd.
             est, used = None, ""
         band = _parse_band(c.band)
         missed = missed_regimes(used, results_dir) if est is not None else []
-        verdict_, why = ((NOT_MEASURED, "no result yet") if est is None else
+        earlier = superseded(results_dir, c.result) if est is None else []
+        pending = "no result yet" + (f": the study was redesigned and awaits its full run (earlier design: "
+                                     f"{', '.join(earlier)})" if earlier else "")
+        verdict_, why = ((NOT_MEASURED, pending) if est is None else
                          verdict(est, band, _null(c), c.unit,
                                  c.not_comparable or (f"the study did not reach the regime its claim needs "
                                                       f"({'; '.join(missed)})" if missed else "")))

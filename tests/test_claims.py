@@ -365,6 +365,7 @@ def test_the_shipped_claims_fit_the_committed_results(shipped):
         pending = table.verdict.eq(engine.NOT_MEASURED)
         # every claim's study has full results, except a redesigned study's before its full run
         assert all(awaits_its_redesigned_run(f) for i in table.id[pending] for f in files[i].split())
+        assert table.why[pending].str.contains("redesigned and awaits its full run (earlier design: history/", regex=False).all()
         measured = table[~pending]
         assert set(measured.verdict) <= set(engine.VERDICTS)
         assert measured.value.notna().all() and not measured.ours.eq("-").any()
