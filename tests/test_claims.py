@@ -350,13 +350,6 @@ def shipped():
     return claims_table(RESULTS_DIR), claims_table(RESULTS_DIR, engine.FINDINGS_CSV)
 
 
-def awaits_its_redesigned_run(name: str) -> bool:
-    """A result file a claim may lack: not in results/, while the superseded design of the same
-    study is in results/history/ (e.g. 09_norms.csv -> history/09_design1_norms.csv)."""
-    study, _, rest = name.partition("_")
-    return not (RESULTS_DIR / name).is_file() and any((RESULTS_DIR / "history").glob(f"{study}_design*_{rest}"))
-
-
 def test_the_shipped_claims_fit_the_committed_results(shipped):
     claims, findings = shipped
     assert len(claims) >= 25 and claims.source.str.contains("Graphcore").any()
@@ -364,7 +357,8 @@ def test_the_shipped_claims_fit_the_committed_results(shipped):
         files = load_claims(source).set_index("id").result
         pending = table.verdict.eq(engine.NOT_MEASURED)
         # every claim's study has full results, except a redesigned study's before its full run
-        assert all(awaits_its_redesigned_run(f) for i in table.id[pending] for f in files[i].split())
+        assert all(engine.superseded(RESULTS_DIR, files[i]) and not any((RESULTS_DIR / f).is_file() for f in files[i].split())
+                   for i in table.id[pending])
         assert table.why[pending].str.contains("redesigned and awaits its full run (earlier design: history/", regex=False).all()
         measured = table[~pending]
         assert set(measured.verdict) <= set(engine.VERDICTS)
