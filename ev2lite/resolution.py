@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -29,7 +30,8 @@ from .data import ImageDataset, Loader
 from .models import EfficientNet
 from .recipe import Recipe, Stage
 from .train import evaluate, fit
-from .transfer import pretrain
+from .study import run_key
+from .transfer import pretrain, weights_id
 
 TRAINABLE = {"head": ("head", "classifier"), "last_stage": ("last_stage", "head", "classifier")}
 """What :func:`only_last_layers` leaves trainable: the head (1x1 conv + norm) and classifier, or
@@ -124,7 +126,9 @@ def resolution_sweep(make_model: Callable[[], nn.Module],
     The training is :func:`ev2lite.transfer.pretrain` (:func:`ev2lite.study.train_once`: the
     ``seed`` sets initialisation, data order and augmentation; with ``cache``, a folder, the
     trained run and its weights are kept there and read back, so an interrupted sweep resumes;
-    ``labels`` name the run in its key and progress line, e.g. ``scheme="half"``);
+    ``labels`` name the run in its key and progress line, e.g. ``scheme="half"``; the tests and
+    fine-tunes are kept there too, as ``<key>.sweep.csv`` keyed by the trained weights'
+    :func:`~ev2lite.transfer.weights_id`, the test sizes and the fine-tuning settings);
     ``recipe`` trains, ``finetune_recipe`` (default ``recipe``, with ``seed``) fine-tunes.
     Returns one row per (test size, fine-tuned or not): ``train_size`` (the last stage's),
     ``test_size``, ``finetuned``, ``test_acc`` (0-1), ``train_time_s`` (the main training's
@@ -133,6 +137,13 @@ def resolution_sweep(make_model: Callable[[], nn.Module],
     train_set, test_set = data
     finetune_recipe = replace(finetune_recipe or recipe, seed=seed)
     model, history = pretrain(make_model, data, stages, recipe, seed, cache=cache, **labels)
+    done = None
+    if cache is not None:  # the sweep of these weights, as a run of its own: one stage per test size
+        key = run_key(model, data, [Stage(finetune_epochs, size) for size in test_sizes], finetune_recipe,
+                      {"sweep_of": weights_id(model.state_dict()), "trainable": trainable, **labels})
+        done = Path(cache) / f"{key}.sweep.csv"
+        if done.exists():
+            return pd.read_csv(done)
     rows = []
     for size in test_sizes:
         loader = Loader(test_set, recipe.eval_batch_size, train=False, image_size=size,
@@ -144,5 +155,10 @@ def resolution_sweep(make_model: Callable[[], nn.Module],
         rows.append({"test_size": size, "finetuned": True,
                      "finetune_time_s": tuned.train_time_s.iloc[-1],
                      "test_acc": tuned.test_acc.iloc[-1]})
-    return pd.DataFrame(rows).assign(train_size=stages[-1].image_size, seed=seed,
-                                     train_time_s=history.train_time_s.iloc[-1])
+    sweep = pd.DataFrame(rows).assign(train_size=stages[-1].image_size, seed=seed,
+                                      train_time_s=history.train_time_s.iloc[-1])
+    if done is not None:
+        tmp = done.with_name(done.name + ".tmp")
+        sweep.to_csv(tmp, index=False)
+        os.replace(tmp, done)
+    return sweep

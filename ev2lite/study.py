@@ -115,6 +115,20 @@ def train_once(make_model: Callable[[], nn.Module], data: tuple[ImageDataset, Im
 LOCK_POLL_S = 10.0  # how often a process waiting for another's run looks again, in seconds
 
 
+def run_jobs(jobs: list[Callable[[], pd.DataFrame]], *, reverse: bool = False) -> pd.DataFrame:
+    """Call every job (e.g. a :func:`train_once` run) and concatenate what they return, in the
+    order of ``jobs`` whatever order they ran in. With ``reverse`` the jobs run last first: a
+    second copy of a notebook started beside the first (``REVERSED = True``, one thread each)
+    then trains the runs the first has not reached, and waits for the one the first is training
+    (:func:`train_once`'s lock), so the two share a cached profile. Raises ``ValueError`` for an
+    empty job list."""
+    if not jobs:
+        raise ValueError("run_jobs needs at least one job")
+    order = range(len(jobs) - 1, -1, -1) if reverse else range(len(jobs))
+    done = {i: jobs[i]() for i in order}
+    return pd.concat([done[i] for i in range(len(jobs))], ignore_index=True)
+
+
 def _lock_or_wait(lock: Path, done: Path) -> Path | None:
     """Take ``lock`` (create it holding this process id) unless ``done`` exists; while a live
     process holds it, wait. Returns the lock taken, or ``None`` once ``done`` exists."""

@@ -5,6 +5,7 @@ fine-tune of reduced-resolution training."""
 from dataclasses import replace
 from statistics import NormalDist
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -229,6 +230,24 @@ def test_finetune_changes_only_the_last_layers(one_thread, trainable, changed):
     assert moved and all(k.startswith(changed) for k in moved)
     assert {k.split(".")[0] for k in moved} == {c.split(".")[0] for c in changed}
     assert "head.bn.running_mean" in moved  # the head's norm adapts to the new size
+
+
+def test_a_cached_sweep_is_read_back_and_other_test_sizes_are_another_sweep(tmp_path, one_thread, monkeypatch):
+    import ev2lite.resolution as resolution
+    recipe = Recipe(batch_size=16, lr=0.2, warmup_epochs=0)
+    args = (lambda: ev2lite.create_model("efficientnetv2_cifar", num_classes=10),
+            (tiny_data(32, 0), tiny_data(20, 1)), [Stage(1, 24)])
+    first = resolution_sweep(*args, [24], recipe, seed=3, cache=tmp_path, scheme="half")
+    assert len(list(tmp_path.glob("*.sweep.csv"))) == 1
+
+    def no_finetune(*a, **kw):
+        raise AssertionError("a cached sweep was fine-tuned again")
+
+    monkeypatch.setattr(resolution, "finetune_last_layers", no_finetune)
+    again = resolution_sweep(*args, [24], recipe, seed=3, cache=tmp_path, scheme="half")
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    with pytest.raises(AssertionError, match="fine-tuned again"):  # other test sizes: not cached
+        resolution_sweep(*args, [32], recipe, seed=3, cache=tmp_path, scheme="half")
 
 
 def test_finetune_trains_on_whole_images_as_at_test_time(one_thread, monkeypatch):

@@ -63,7 +63,8 @@ from torch import nn
 import ev2lite.study as study
 from ev2lite.data import ImageDataset
 from ev2lite.recipe import Recipe, Stage
-from ev2lite.study import RegimeError, draw, enforce, regime_check, run_key, tensor_bytes, train_once
+from ev2lite.study import (RegimeError, draw, enforce, regime_check, run_jobs, run_key, tensor_bytes,
+                           train_once)
 from ev2lite.train import fit
 
 
@@ -200,3 +201,22 @@ def test_regime_check_prints_records_and_refuses_a_missed_regime_only_at_full(ca
     with pytest.raises(RegimeError, match="gpu profile"):
         enforce([regime_check("ok", 20, 15), missed], "gpu")
     assert regime_check("seconds", 3.0, 5, profile="full", unit="s", at_least=False)
+
+
+def test_run_jobs_runs_last_first_when_reversed_and_returns_the_given_order():
+    called = []
+
+    def job(i):
+        def run():
+            called.append(i)
+            return pd.DataFrame({"job": [i, i]})
+        return run
+
+    forward = run_jobs([job(i) for i in range(3)])
+    assert called == [0, 1, 2]
+    backward = run_jobs([job(i) for i in range(3)], reverse=True)
+    assert called[3:] == [2, 1, 0]
+    pd.testing.assert_frame_equal(forward, backward)
+    assert forward.job.tolist() == [0, 0, 1, 1, 2, 2] and forward.index.is_unique
+    with pytest.raises(ValueError, match="at least one job"):
+        run_jobs([])
