@@ -28,10 +28,10 @@ def use_compile_cache() -> Path:
     return folder
 
 
-def calibration_file(cpu_model: str) -> Path:
-    """Where the calibration of a CPU model (its ``/proc/cpuinfo`` name) under this torch
-    version is kept: ``cache_dir()/calibration/<cpu>-torch<version>.json``; another CPU or
-    another torch gets its own file, so a calibration never travels to a machine it was not
-    measured on."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model.lower()).strip("-") or "unknown-cpu"
+def calibration_file(cpu: str) -> Path:
+    """Where the calibration of a CPU (:func:`ev2lite.machine.cpu_id`: its ``/proc/cpuinfo``
+    name, family and model) under this torch version is kept:
+    ``cache_dir()/calibration/<cpu>-torch<version>.json``; another CPU or another torch gets
+    its own file, so a calibration never travels to a machine it was not measured on."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown-cpu"
     return cache_dir() / "calibration" / f"{slug}-torch{torch.__version__.split('+')[0]}.json"

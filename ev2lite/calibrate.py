@@ -7,7 +7,7 @@ not pay for these models on either at CIFAR sizes. So the defaults of
 ``python -m ev2lite.calibrate`` times one training step of a CPU-scale model for each memory
 layout x batch size x thread count, interleaved in one run (:func:`ev2lite.measure.
 time_interleaved`), optionally eager against compiled, and writes the fastest settings to
-:func:`ev2lite.cache.calibration_file` (one file per CPU model and torch version).
+:func:`ev2lite.cache.calibration_file` (one file per CPU, :func:`ev2lite.machine.cpu_id`, and torch version).
 :func:`ev2lite.machine.default_channels_last` and :func:`ev2lite.machine.default_compile` read
 it; ``Recipe(channels_last=..., compile=...)`` and ``$EV2LITE_CHANNELS_LAST`` override it.
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .cache import calibration_file
-from .machine import cpu_flags, cpu_model
+from .machine import cpu_flags, cpu_id, cpu_model
 from .measure import TrainStep, machine_load, summarize, time_interleaved, was_busy
 from .models import create_model
 
@@ -99,7 +99,7 @@ def calibrate(model: nn.Module, image_size: int, *, batch_sizes: tuple[int, ...]
     finally:
         torch.set_num_threads(before)
     result.update({"model": type(model).__name__ if not hasattr(model, "cfg") else model.cfg.name,
-                   "image_size": image_size, "cpu_model": cpu_model(),
+                   "image_size": image_size, "cpu_model": cpu_model(), "cpu_id": cpu_id(),
                    "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
                    "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                    "load": load})
@@ -118,7 +118,7 @@ def save_calibration(best: dict, table: pd.DataFrame, path: Path | None = None) 
     if best["load"]["busy"]:
         raise RuntimeError(f"the machine was busy during calibration (load {best['load']['load_1min']:.1f}, "
                            f"{best['load']['cpu_per_wall']:.2f} CPU s per wall s): stop other jobs and run it again")
-    path = path or calibration_file(best["cpu_model"])
+    path = path or calibration_file(best["cpu_id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**best, "settings": table.to_dict("records")}, indent=2, default=str) + "\n")
     return path

@@ -31,6 +31,20 @@ def cpu_model() -> str:
 
 
 @functools.cache
+def cpu_id() -> str:
+    """The CPU's model name with its family and model numbers (``/proc/cpuinfo``), e.g.
+    ``"AMD EPYC, family 26 model 2"`` (a Zen 5) or just the name where the numbers are not
+    shown. The name alone is not enough: virtual machines show several AMD generations as
+    "AMD EPYC", and they differ in what runs fast (an AVX2-only Zen 3 and an AVX-512 Zen 5
+    both ran this project), so calibrations are kept per :func:`cpu_id`."""
+    fields = dict(line.split(":", 1) for line in _cpuinfo()[:30] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "cpu family" in fields and "model" in fields:
+        return f"{cpu_model()}, family {fields['cpu family']} model {fields['model']}"
+    return cpu_model()
+
+
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere), e.g. ``avx512f``,
     ``amx_bf16``, ``avx512_bf16``."""
@@ -56,8 +70,9 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
 def calibration() -> dict | None:
     """This machine's calibration (``python -m ev2lite.calibrate``: the fastest layout, batch
     size, thread count and whether compiling paid, measured here), or ``None`` when this CPU
-    model under this torch version was never calibrated (or the file is unreadable)."""
-    path = calibration_file(cpu_model())
+    (:func:`cpu_id`) under this torch version was never calibrated (or the file is
+    unreadable)."""
+    path = calibration_file(cpu_id())
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

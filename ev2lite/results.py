@@ -23,19 +23,20 @@ import pandas as pd
 import torch
 import torchvision
 
-from .machine import cpu_flags, cpu_model, native_bf16
+from .machine import cpu_flags, cpu_id, cpu_model, native_bf16
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 
 
 def environment() -> dict:
-    """Versions, device, CPU model and its relevant flags (AVX2, AVX-512, AVX-512-BF16, AMX),
+    """Versions, device, CPU model (and :func:`~ev2lite.machine.cpu_id`, with its family and
+    model numbers) and its relevant flags (AVX2, AVX-512, AVX-512-BF16, AMX),
     native bf16, thread count, the 1/5/15-minute load averages and this process's CPU seconds so far (recorded beside every result: a run whose load average
     exceeded the cores was taken on a busy machine)."""
     return {
         "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "machine": platform.machine(),
-        "processor": platform.processor() or "unknown", "cpu_model": cpu_model(),
+        "processor": platform.processor() or "unknown", "cpu_model": cpu_model(), "cpu_id": cpu_id(),
         "cores": os.cpu_count(), "native_bf16": native_bf16("cpu"),
         "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

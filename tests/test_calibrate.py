@@ -57,7 +57,7 @@ def test_compile_speedup_is_the_ratio_of_the_pair_timed_side_by_side(one_thread,
 
 def measured(channels_last, compile_speedup=None, busy=False):
     best = {"channels_last": channels_last, "batch_size": 128, "threads": 2,
-            "cpu_model": machine.cpu_model(), "load": {"busy": busy, "load_1min": 0.1, "cpu_per_wall": 2.0}}
+            "cpu_model": machine.cpu_model(), "cpu_id": machine.cpu_id(), "load": {"busy": busy, "load_1min": 0.1, "cpu_per_wall": 2.0}}
     if compile_speedup is not None:
         best["compile_speedup"] = compile_speedup
     return best, pd.DataFrame([{"channels_last": channels_last, "images_per_s": 1.0}])
@@ -76,7 +76,7 @@ def test_a_calibration_of_this_machine_beats_the_rule_and_the_environment_beats_
     monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     rule = True  # channels_last without a calibration
     path = save_calibration(*measured(channels_last=not rule, compile_speedup=1.3))
-    assert path == calibration_file(machine.cpu_model()) and path.parent.parent == cache
+    assert path == calibration_file(machine.cpu_id()) and path.parent.parent == cache
     assert json.loads(path.read_text())["settings"][0]["images_per_s"] == 1.0
     assert Recipe().channels_last is (not rule) and Recipe().compile == "auto"
     monkeypatch.setenv("EV2LITE_CHANNELS_LAST", "1" if rule else "0")
@@ -86,10 +86,30 @@ def test_a_calibration_of_this_machine_beats_the_rule_and_the_environment_beats_
 
 def test_a_calibration_of_another_cpu_is_not_used(cache, monkeypatch):
     save_calibration(*measured(channels_last=False, compile_speedup=2.0))
-    monkeypatch.setattr(machine, "cpu_model", lambda: "Some Other CPU @ 9 GHz")
+    monkeypatch.setattr(machine, "cpu_id", lambda: "Some Other CPU @ 9 GHz")
     monkeypatch.setattr(machine, "cpu_flags", lambda: INTEL)
     assert machine.calibration() is None and Recipe().channels_last is True
     assert calibration_file("Some Other CPU @ 9 GHz").name.startswith("some-other-cpu-9-ghz-torch")
+
+
+def test_two_cpus_of_one_name_but_another_family_keep_their_own_calibrations(cache, monkeypatch):
+    zen3 = ["model name\t: AMD EPYC", "cpu family\t: 25", "model\t\t: 1", "flags\t\t: avx2"]
+    zen5 = ["model name\t: AMD EPYC", "cpu family\t: 26", "model\t\t: 2", "flags\t\t: avx2 avx512f"]
+    for fn in (machine.cpu_id, machine.cpu_model, machine.cpu_flags):
+        fn.cache_clear()
+    try:
+        monkeypatch.setattr(machine, "_cpuinfo", lambda: zen3)
+        assert machine.cpu_id() == "AMD EPYC, family 25 model 1"
+        save_calibration(*measured(channels_last=False, compile_speedup=2.0))
+        assert machine.calibration()["cpu_id"] == "AMD EPYC, family 25 model 1"
+        for fn in (machine.cpu_id, machine.cpu_model, machine.cpu_flags):
+            fn.cache_clear()
+        monkeypatch.setattr(machine, "_cpuinfo", lambda: zen5)
+        assert machine.cpu_model() == "AMD EPYC" and machine.calibration() is None
+        assert Recipe().channels_last is True and Recipe().compile == "off"
+    finally:
+        for fn in (machine.cpu_id, machine.cpu_model, machine.cpu_flags):
+            fn.cache_clear()
 
 
 def test_compile_becomes_the_default_only_where_it_paid(cache):
@@ -100,7 +120,7 @@ def test_compile_becomes_the_default_only_where_it_paid(cache):
 def test_a_busy_calibration_is_refused_and_not_written(cache, capsys):
     with pytest.raises(RuntimeError, match="busy"):
         save_calibration(*measured(channels_last=True, busy=True))
-    assert not calibration_file(machine.cpu_model()).exists()
+    assert not calibration_file(machine.cpu_id()).exists()
 
 
 def test_command_line_help():
