@@ -209,8 +209,7 @@ class ImageDataset:
         Raises:
             ValueError: if not ``0 < n <= len(self)``.
         """
-        index = self._subset_index(n, seed)
-        return ImageDataset(self.images[index], self.labels[index], list(self.classes), self.name, self.split)
+        return self._take(self._subset_index(n, seed))
 
     def holdout(self, n: int, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
         """``(rest, held_out)``: the split cut in two disjoint parts, ``held_out`` being exactly
@@ -227,8 +226,13 @@ class ImageDataset:
         held = self._subset_index(n, seed)
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[held] = False
-        return (ImageDataset(self.images[keep], self.labels[keep], list(self.classes), self.name, self.split),
-                ImageDataset(self.images[held], self.labels[held], list(self.classes), self.name, "val"))
+        return self._take(keep), self._take(held, "val")
+
+    def _take(self, index: torch.Tensor, split: str | None = None) -> ImageDataset:
+        """The examples at ``index`` (indices or a boolean mask) as a dataset of their own, named
+        ``split`` (default this one's split)."""
+        return ImageDataset(self.images[index], self.labels[index], list(self.classes), self.name,
+                            split or self.split)
 
     def _subset_index(self, n: int, seed: int) -> torch.Tensor:
         """The sorted indices of :meth:`subset` ``(n, seed)``."""
