@@ -334,13 +334,24 @@ def test_notebook_profile_of_the_wrong_type(profile):
 @pytest.mark.usefixtures("cifar_archive")
 def test_quickstart_notebook_reproduces_its_history(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    runs = [subprocess.Popen(
-        [sys.executable, "-m", "papermill", str(QUICKSTART), str(tmp_path / f"run{i}.ipynb"),
-         "-p", "PROFILE", "smoke", "-p", "OUTPUT_DIR", str(tmp_path / f"out{i}"), "-k", "python3",
-         "--cwd", str(QUICKSTART.parent), "--no-progress-bar"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for run in runs:  # both at once, one core each
-        assert run.wait(timeout=300) == 0, run.stderr.read()[-3000:]
+
+    def start(i):
+        return subprocess.Popen(
+            [sys.executable, "-m", "papermill", str(QUICKSTART), str(tmp_path / f"run{i}.ipynb"),
+             "-p", "PROFILE", "smoke", "-p", "OUTPUT_DIR", str(tmp_path / f"out{i}"), "-k", "python3",
+             "--cwd", str(QUICKSTART.parent), "--no-progress-bar"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    runs = [start(i) for i in range(2)]  # both at once, one core each
+    for i, run in enumerate(runs):
+        code, errors = run.wait(timeout=300), run.stderr.read()
+        if code != 0 and "Kernel died before replying to kernel_info" in errors:
+            # two kernels started at once can pick the same free port (jupyter_client's TCP
+            # transport), and one dies before it starts: not this project's failure, so that
+            # run is started once more, alone
+            run = start(i)
+            code, errors = run.wait(timeout=300), run.stderr.read()
+        assert code == 0, errors[-3000:]
     histories = [pd.read_csv(tmp_path / f"out{i}" / "00_quickstart.csv").drop(columns=TIMING)
                  for i in range(2)]
     assert histories[0].equals(histories[1]) and len(histories[0]) == 1
