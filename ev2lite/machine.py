@@ -24,10 +24,7 @@ from .cache import calibration_file
 @functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    for line in _cpuinfo():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return _cpuinfo_fields().get("model name") or platform.processor() or "unknown"
 
 
 @functools.cache
@@ -37,8 +34,7 @@ def cpu_id() -> str:
     shown. The name alone is not enough: virtual machines show several AMD generations as
     "AMD EPYC", and they differ in what runs fast (an AVX2-only Zen 3 and an AVX-512 Zen 5
     both ran this project), so calibrations are kept per :func:`cpu_id`."""
-    fields = dict(line.split(":", 1) for line in _cpuinfo()[:30] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = _cpuinfo_fields()
     if "cpu family" in fields and "model" in fields:
         return f"{cpu_model()}, family {fields['cpu family']} model {fields['model']}"
     return cpu_model()
@@ -48,10 +44,7 @@ def cpu_id() -> str:
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo`` on Linux; empty elsewhere), e.g. ``avx512f``,
     ``amx_bf16``, ``avx512_bf16``."""
-    for line in _cpuinfo():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset(_cpuinfo_fields().get("flags", "").split())
 
 
 def native_bf16(device: str | torch.device | None = None) -> bool:
@@ -112,6 +105,17 @@ def default_precision() -> str:
     bfloat16, ``"fp32"`` on every CPU (this project's results are fp32; bf16 on CPUs with
     AVX-512-BF16 or AMX is measured per study, e.g. notebook 02)."""
     return "bf16" if torch.cuda.is_available() and native_bf16("cuda") else "fp32"
+
+
+def _cpuinfo_fields() -> dict[str, str]:
+    """The ``key : value`` fields of the first processor in ``/proc/cpuinfo`` (empty elsewhere)."""
+    fields: dict[str, str] = {}
+    for line in _cpuinfo():
+        if not line.strip():
+            break  # the end of the first processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def _cpuinfo() -> list[str]:
